@@ -1,0 +1,1 @@
+"""The `ptm` command line (Typer), a thin layer over ptm_func."""

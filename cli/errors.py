@@ -1,0 +1,42 @@
+"""One-line errors instead of tracebacks: usage problems exit 2, runtime problems exit 1."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import typer
+
+from ptm_func import ModelConfigError, UnknownModelError
+
+# Set by the app callback (`ptm --debug ...`).
+DEBUG = {"enabled": False}
+
+
+class UsageError(Exception):
+    """A bad argument or option value (exit code 2)."""
+
+
+USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError)
+RUNTIME_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, OSError)
+
+
+@contextlib.contextmanager
+def friendly_errors():
+    """Turn library exceptions into `ptm: error: ...` on stderr and an exit code."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USAGE_ERRORS as err:
+        _fail(err, 2)
+    except RUNTIME_ERRORS as err:
+        _fail(err, 1)
+
+
+def _fail(err: Exception, code: int):
+    if DEBUG["enabled"]:
+        raise err
+    typer.echo(f"ptm: error: {err}", err=True)
+    sys.stderr.flush()
+    raise typer.Exit(code)
