@@ -1,0 +1,232 @@
+"""Training with torch.func: a pure train step, its compiled form, and the epoch loop."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+from torch.func import grad_and_value
+
+from . import rng
+from .data import Dataset, Split
+from .layers import Params, State
+from .losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
+from .models import retie
+from .optim import SGD, SGDState
+from .registry import Model, get_model
+
+# Training variants that are not separate networks: name -> (model name, TrainConfig overrides).
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"l2": ("net", {"l2_lambda": 1e-3})}
+# The book's per-model learning rates (everything else trains at 1e-2).
+BOOK_LR = {"resdeep": 3e-3}
+TRAINABLE_NAMES = ("net", "width", "l2", "dropout", "batchnorm", "depth", "res", "resdeep")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training knobs; defaults are the book's (SGD lr 1e-2, batch 64, 100 epochs, seed 123)."""
+
+    epochs: int = 100
+    batch_size: int = 64
+    lr: float = 1e-2
+    momentum: float = 0.0
+    dampening: float = 0.0
+    nesterov: bool = False
+    weight_decay: float = 0.0
+    l2_lambda: float = 0.0  # the book's penalty on the loss; grad-equivalent to decay 2*l2
+    l1_lambda: float = 0.0
+    seed: int = 123  # init, shuffling and dropout keys all derive from it
+    shuffle: bool = True  # the book's later variants trained with shuffle=False
+    eval_train_mode: bool = False  # the book validated without model.eval()
+    compile: bool | None = None  # None: compile on CUDA, eager on CPU
+    compile_mode: str | None = None  # None: "reduce-overhead" (CUDA graphs) on CUDA
+
+    def __post_init__(self):
+        if self.epochs < 0:
+            raise ValueError(f"epochs must be >= 0, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0 or not math.isfinite(self.lr):
+            raise ValueError(f"lr must be a positive number, got {self.lr}")
+        if self.l2_lambda < 0 or self.l1_lambda < 0:
+            raise ValueError("l2 and l1 penalties must be >= 0")
+
+    def optimizer(self) -> SGD:
+        return SGD(self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov)
+
+
+def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
+    """Model and TrainConfig for a CLI name (l2 included) with the book's defaults."""
+    model_name, variant = VARIANTS.get(name, (name, {}))
+    model_options = {k: overrides.pop(k) for k in ("n_chans1", "n_blocks", "tied") if k in overrides}
+    model = get_model(model_name, **model_options)
+    defaults = {"lr": BOOK_LR.get(model_name, 1e-2), **variant}
+    return model, TrainConfig(**{**defaults, **overrides})
+
+
+def drop_aliases(tensors: dict[str, Tensor], aliases: dict[str, str]) -> dict[str, Tensor]:
+    """Keep each distinct tensor once (the keys a tied model really trains)."""
+    return {k: v for k, v in tensors.items() if k not in aliases}
+
+
+def make_train_step(model: Model, optimizer: SGD, *, l2_lambda: float = 0.0, l1_lambda: float = 0.0):
+    """Build `step(params, state, opt_state, images, labels, key) -> (params, state, opt_state, metrics)`.
+
+    Pure: gradients come from `torch.func.grad_and_value` over the params, the update from
+    the functional SGD; `metrics` are device tensors (loss, correct count) - no host sync.
+    """
+    aliases = model.aliases
+
+    def loss_fn(trainable: Params, state: State, images: Tensor, labels: Tensor, key: Tensor):
+        logits, new_state = model.apply(retie(trainable, aliases), state, images, train=True, key=key)
+        loss = cross_entropy(logits, labels)
+        if l2_lambda:
+            loss = loss + l2_penalty(trainable, l2_lambda)
+        if l1_lambda:
+            loss = loss + l1_penalty(trainable, l1_lambda)
+        return loss, (new_state, accuracy_count(logits, labels))
+
+    def train_step(params, state, opt_state, images, labels, key):
+        trainable = drop_aliases(params, aliases)
+        grads, (loss, (new_state, correct)) = grad_and_value(loss_fn, has_aux=True)(
+            trainable, state, images, labels, key
+        )
+        trainable, opt_state = optimizer.update(grads, opt_state, trainable)
+        metrics = {"loss": loss.detach(), "correct": correct}
+        return retie(trainable, aliases), new_state, opt_state, metrics
+
+    return train_step
+
+
+def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> Callable:
+    """torch.compile the whole step (outside the torch.func transforms), static shapes."""
+    if mode is None and device.type == "cuda":
+        mode = "reduce-overhead"
+    return torch.compile(step, mode=mode, dynamic=False)
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:
+    """The sample order of one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return torch.arange(n, device=device)
+    gen = torch.Generator().manual_seed(int(rng.fold_in(seed, epoch)))
+    return torch.randperm(n, generator=gen).to(device)
+
+
+@torch.no_grad()
+def evaluate(model: Model, params: Params, state: State, split: Split, *, batch_size: int = 1000) -> float:
+    """Accuracy in eval mode (running BN stats, no dropout)."""
+    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    for start in range(0, len(split), batch_size):
+        logits, _ = model.apply(params, state, split.images[start : start + batch_size], train=False)
+        correct += accuracy_count(logits, split.labels[start : start + batch_size])
+    return correct.item() / len(split)
+
+
+@torch.no_grad()
+def evaluate_book_style(
+    model: Model, params: Params, state: State, split: Split, *, batch_size: int, key: Tensor
+) -> tuple[float, State]:
+    """The book's validate(): train mode, its batches, BN stats updated as it goes."""
+    correct = torch.zeros((), dtype=torch.int64, device=split.labels.device)
+    for i, start in enumerate(range(0, len(split), batch_size)):
+        images = split.images[start : start + batch_size]
+        logits, state = model.apply(params, state, images, train=True, key=rng.fold_in(key, i))
+        correct += accuracy_count(logits, split.labels[start : start + batch_size])
+    return correct.item() / len(split), state
+
+
+@dataclass
+class EpochStats:
+    epoch: int  # 1-based
+    epochs: int
+    loss: float  # mean batch loss (penalty included), as the book logs it
+    train_accuracy_running: float  # accuracy on the fly while training
+    seconds: float
+    samples_per_second: float
+
+
+@dataclass
+class TrainResult:
+    params: Params
+    state: State
+    opt_state: SGDState
+    history: list[EpochStats] = field(default_factory=list)
+    train_accuracy: float | None = None
+    val_accuracy: float | None = None
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "train_accuracy": self.train_accuracy,
+            "val_accuracy": self.val_accuracy,
+            "final_loss": self.history[-1].loss if self.history else None,
+            "epochs": len(self.history),
+            "seconds": round(self.seconds, 3),
+        }
+
+
+def fit(
+    model: Model,
+    data: Dataset,
+    config: TrainConfig,
+    *,
+    on_epoch: Callable[[EpochStats], None] | None = None,
+) -> TrainResult:
+    """Train `model` on `data` (already on its device) and report train/val accuracy."""
+    device = data.train.images.device
+    params, state = model.init(config.seed, device=device)
+    optimizer = config.optimizer()
+    opt_state = optimizer.init(drop_aliases(params, model.aliases))
+    step = make_train_step(model, optimizer, l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda)
+    use_compile = config.compile if config.compile is not None else device.type == "cuda"
+    if use_compile:
+        step = compile_step(step, device, config.compile_mode)
+
+    base_key = rng.key(config.seed, device)
+    n = len(data.train)
+    n_batches = math.ceil(n / config.batch_size)
+    result = TrainResult(params, state, opt_state)
+    started = time.perf_counter()
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        order = epoch_order(config.seed, epoch, n, config.shuffle, device)
+        # one key per step, derived from (seed, global step): resumable and reproducible
+        keys = rng.fold_in(base_key, torch.arange(n_batches, device=device) + epoch * n_batches)
+        loss_sum = torch.zeros((), device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        for i in range(n_batches):
+            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+            params, state, opt_state, metrics = step(
+                params, state, opt_state, data.train.images[idx], data.train.labels[idx], keys[i]
+            )
+            loss_sum += metrics["loss"]
+            correct += metrics["correct"]
+        loss = loss_sum.item() / n_batches  # the epoch's one host sync
+        seconds = time.perf_counter() - t0
+        stats = EpochStats(epoch + 1, config.epochs, loss, correct.item() / n, seconds, n / seconds)
+        result.history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats)
+    result.params, result.state, result.opt_state = params, state, opt_state
+    if config.eval_train_mode:
+        eval_key = rng.fold_in(base_key, -1)
+        result.train_accuracy, state = evaluate_book_style(
+            model, params, state, data.train, batch_size=config.batch_size, key=eval_key
+        )
+        result.val_accuracy, result.state = evaluate_book_style(
+            model, params, state, data.val, batch_size=config.batch_size, key=rng.fold_in(eval_key, 1)
+        )
+    else:
+        result.train_accuracy = evaluate(model, params, state, data.train)
+        result.val_accuracy = evaluate(model, params, state, data.val)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def config_dict(config: TrainConfig) -> dict[str, Any]:
+    return asdict(config)

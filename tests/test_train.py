@@ -1,0 +1,139 @@
+"""The functional train step and fit loop against the book's eager loop."""
+
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ptm_func import get_model, rng
+from ptm_func.baseline import book_training_loop
+from ptm_func.data import Dataset, Split, load_dataset
+from ptm_func.optim import SGD
+from ptm_func.train import TrainConfig, book_setup, fit, make_train_step
+
+
+def random_split(n: int, seed: int) -> Split:
+    gen = torch.Generator().manual_seed(seed)
+    return Split(torch.randn(n, 3, 32, 32, generator=gen), torch.randint(0, 2, (n,), generator=gen))
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    # 20 batches of 16: one epoch is 20 steps
+    return Dataset(random_split(320, 0), random_split(64, 1), ("a", "b"), "random")
+
+
+@pytest.mark.parametrize(
+    "name,hp",
+    [
+        ("net", {}),
+        ("net", {"momentum": 0.9, "weight_decay": 1e-3}),
+        ("batchnorm", {"momentum": 0.9}),
+        ("res", {"l2_lambda": 1e-3}),
+        ("resdeep", {"n_blocks": 4, "tied": True, "lr": 3e-3}),
+    ],
+    ids=["net", "net-momentum-decay", "batchnorm", "res-l2", "resdeep-tied"],
+)
+def test_fit_matches_book_eager_loop_after_20_steps(name, hp, tiny_data):
+    model, config = book_setup(name, epochs=1, batch_size=16, seed=9, compile=False, **hp)
+    result = fit(model, tiny_data, config)
+
+    torch.manual_seed(config.seed)  # the twin starts from the same weights as model.init(seed)
+    twin = book_training_loop(model.module(), tiny_data.train, config)
+    reference = twin.state_dict()
+    ours = {**result.params, **result.state}
+    assert set(ours) == set(reference)
+    for key, value in reference.items():
+        torch.testing.assert_close(ours[key], value, rtol=1e-4, atol=1e-5, msg=key)
+    assert int(result.opt_state.step) == 20
+
+
+def test_l2_penalty_gradient_is_weight_decay_twice_lambda(tiny_data):
+    model = get_model("net")
+    params, state = model.init(seed=0)
+    batch = tiny_data.train.images[:16], tiny_data.train.labels[:16]
+
+    def run(opt, l2):
+        step = make_train_step(model, opt, l2_lambda=l2)
+        p, s, o = params, state, opt.init(params)
+        for _ in range(5):
+            p, s, o, _ = step(p, s, o, *batch, rng.key(0))
+        return p
+
+    with_penalty = run(SGD(0.1), 0.01)
+    with_decay = run(SGD(0.1, weight_decay=0.02), 0.0)
+    for key in params:
+        torch.testing.assert_close(with_penalty[key], with_decay[key], rtol=1e-5, atol=1e-6)
+
+
+def test_train_step_mutates_nothing(tiny_data):
+    model = get_model("batchnorm")
+    params, state = model.init(seed=0)
+    opt = SGD(0.1, momentum=0.9)
+    opt_state = opt.init(params)
+    frozen = [{k: v.clone() for k, v in d.items()} for d in (params, state, opt_state.momentum)]
+    make_train_step(model, opt)(params, state, opt_state, tiny_data.train.images[:8],
+                                tiny_data.train.labels[:8], rng.key(0))
+    for before, now in zip(frozen, (params, state, opt_state.momentum)):
+        assert all(torch.equal(before[k], now[k]) for k in before)
+
+
+@pytest.mark.parametrize("name", ["net", "batchnorm", "dropout"])
+def test_compiled_step_agrees_with_eager(name, tiny_data):
+    """Also guards the torch 2.14 CPU inductor bug that drops alpha in add(p, a @ b, alpha=)."""
+    model = get_model(name)
+    opt = SGD(0.05, momentum=0.9)
+    step = make_train_step(model, opt)
+    compiled = torch.compile(step, dynamic=False)
+    params, state = model.init(seed=1)
+    eager_carry = compiled_carry = (params, state, opt.init(params))
+    for i in range(3):
+        batch = tiny_data.train.images[i * 16 : (i + 1) * 16], tiny_data.train.labels[i * 16 : (i + 1) * 16]
+        key = rng.fold_in(rng.key(4), i)
+        *eager_carry, eager_metrics = step(*eager_carry, *batch, key)
+        *compiled_carry, compiled_metrics = compiled(*compiled_carry, *batch, key)
+    for ours, theirs in zip(eager_carry[:2], compiled_carry[:2]):
+        for key in ours:
+            torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
+    torch.testing.assert_close(eager_metrics["loss"], compiled_metrics["loss"], rtol=1e-4, atol=1e-5)
+
+
+def test_same_seed_gives_bitwise_equal_params(tiny_data):
+    config = TrainConfig(epochs=2, batch_size=32, seed=3, compile=False)
+    model = get_model("dropout")
+    first, second = fit(model, tiny_data, config), fit(model, tiny_data, config)
+    assert all(torch.equal(first.params[k], second.params[k]) for k in first.params)
+    other = fit(model, tiny_data, replace(config, seed=4))
+    assert not torch.equal(first.params["fc2.weight"], other.params["fc2.weight"])
+
+
+def test_one_epoch_end_to_end_on_an_image_folder(image_folder):
+    data = load_dataset(image_folder, classes=["airplane", "bird"])
+    model, config = book_setup("net", epochs=3, batch_size=8, lr=5e-2, compile=False)
+    seen = []
+    result = fit(model, data, config, on_epoch=seen.append)
+    assert [s.epoch for s in seen] == [1, 2, 3]
+    assert seen[-1].loss < seen[0].loss
+    assert result.val_accuracy > 0.9  # the generated classes differ by a dominant channel
+    assert 0 <= result.train_accuracy <= 1
+
+
+def test_book_quirks_validate_in_train_mode_and_update_bn_stats(tiny_data):
+    model, config = book_setup("batchnorm", epochs=1, batch_size=32, shuffle=False,
+                               eval_train_mode=True, compile=False)
+    result = fit(model, tiny_data, config)
+    # 10 training steps, then the book's validate() ran 10 + 2 more batches in train mode
+    assert int(result.state["conv1_batchnorm.num_batches_tracked"]) == 22
+
+
+def test_l2_variant_and_resdeep_learning_rate():
+    model, config = book_setup("l2")
+    assert model.name == "net" and config.l2_lambda == 1e-3 and config.lr == 1e-2
+    model, config = book_setup("resdeep", n_blocks=10)
+    assert config.lr == 3e-3 and model.config["n_blocks"] == 10
+
+
+@pytest.mark.parametrize("bad", [dict(epochs=-1), dict(batch_size=0), dict(lr=0.0), dict(lr=float("nan"))])
+def test_invalid_training_config(bad):
+    with pytest.raises(ValueError):
+        TrainConfig(**bad)
