@@ -8,6 +8,7 @@ import sys
 import typer
 
 from ptm_func import ModelConfigError, UnknownModelError
+from ptm_func.devices import DeviceError
 
 # Set by the app callback (`ptm --debug ...`).
 DEBUG = {"enabled": False}
@@ -17,7 +18,7 @@ class UsageError(Exception):
     """A bad argument or option value (exit code 2)."""
 
 
-USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError)
+USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError, DeviceError)
 RUNTIME_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, OSError)
 
 

@@ -13,6 +13,7 @@ from ptm_func.summary import parameter_summary
 
 from .errors import DEBUG, UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
+from .training import evaluate_checkpoint, train
 
 app = typer.Typer(
     help=(
@@ -29,6 +30,10 @@ app = typer.Typer(
 def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
     """Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds)."""
     DEBUG["enabled"] = debug
+
+
+app.command()(train)
+app.command("eval")(evaluate_checkpoint)
 
 
 @app.command()

@@ -17,7 +17,7 @@ from .layers import Params, State
 from .losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
 from .models import retie
 from .optim import SGD, SGDState
-from .registry import Model, get_model
+from .registry import Model, UnknownModelError, get_model
 
 # Training variants that are not separate networks: name -> (model name, TrainConfig overrides).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"l2": ("net", {"l2_lambda": 1e-3})}
@@ -61,6 +61,8 @@ class TrainConfig:
 
 def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
     """Model and TrainConfig for a CLI name (l2 included) with the book's defaults."""
+    if name not in TRAINABLE_NAMES:
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(TRAINABLE_NAMES)}")
     model_name, variant = VARIANTS.get(name, (name, {}))
     model_options = {k: overrides.pop(k) for k in ("n_chans1", "n_blocks", "tied") if k in overrides}
     model = get_model(model_name, **model_options)
@@ -106,7 +108,17 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
     """torch.compile the whole step (outside the torch.func transforms), static shapes."""
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
-    return torch.compile(step, mode=mode, dynamic=False)
+    compiled = torch.compile(step, mode=mode, dynamic=False)
+    if mode != "reduce-overhead":
+        return compiled
+
+    def graphed_step(*args):
+        # Each call is a new iteration: the previous outputs (now our inputs) are copied into
+        # the graph's static inputs, so the CUDA-graph pool does not grow step after step.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return graphed_step
 
 
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:

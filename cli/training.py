@@ -1,0 +1,128 @@
+"""`ptm train` and `ptm eval`: parse, call the library, print."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ptm_func.checkpoint import load_checkpoint, save_checkpoint
+from ptm_func.data import load_dataset
+from ptm_func.devices import resolve_device
+from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
+
+from .errors import UsageError, friendly_errors
+from .options import NBlocks, NChans1, Tied
+
+DataDir = typer.Option(
+    None, "--data-dir",
+    help="ImageFolder root (train/<class>/*.jpg and test/ or val/), or a folder with "
+    "cifar-10-batches-py. Default: CIFAR-10 downloaded into $PTM_DATA_DIR or ~/.cache/ptm_func.",
+)
+Classes = typer.Option(None, "--classes", help="Comma-separated classes, in label order (default airplane,bird).")
+Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
+
+
+def _parse_classes(classes: Optional[str]) -> Optional[list[str]]:
+    return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+
+
+def _log_epoch(stats: EpochStats) -> None:
+    typer.echo(
+        f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  "
+        f"train-acc {stats.train_accuracy_running:.3f}  {stats.seconds:.2f}s  "
+        f"{stats.samples_per_second:,.0f} img/s",
+        err=True,
+    )
+
+
+def train(
+    model: str = typer.Argument(..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty)."),
+    data_dir: Optional[Path] = DataDir,
+    classes: Optional[str] = Classes,
+    epochs: Optional[int] = typer.Option(None, help="Epochs (book: 100)."),
+    batch_size: Optional[int] = typer.Option(None, help="Batch size (book: 64)."),
+    lr: Optional[float] = typer.Option(None, help="Learning rate (book: 1e-2, resdeep 3e-3)."),
+    momentum: Optional[float] = typer.Option(None, help="SGD momentum (book: 0)."),
+    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay (book: 0)."),
+    l2: Optional[float] = typer.Option(None, "--l2", help="The book's L2 penalty lambda on the loss (l2 variant: 1e-3)."),
+    l1: Optional[float] = typer.Option(None, "--l1", help="L1 penalty lambda on the loss."),
+    seed: Optional[int] = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)."),
+    device: str = Device,
+    out: Optional[Path] = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default: on for CUDA, off on CPU)."),
+    book_quirks: bool = typer.Option(False, "--book-quirks", help="Train unshuffled and validate in train mode, as the book's notebook did."),
+    n_chans1: Optional[int] = NChans1,
+    n_blocks: Optional[int] = NBlocks,
+    tied: Optional[bool] = Tied,
+    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
+):
+    """Train a chapter-8 network with the functional step; save a safetensors checkpoint.
+
+    Example: ptm train res --data-dir ../shared/data/cifar2 --epochs 10 --device cpu
+    """
+    with friendly_errors():
+        given = dict(
+            epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
+            l2_lambda=l2, l1_lambda=l1, seed=seed, compile=compile,
+            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
+        )
+        if book_quirks:
+            given.update(shuffle=False, eval_train_mode=True)
+        try:
+            net, config = book_setup(model, **{k: v for k, v in given.items() if v is not None})
+            config.optimizer()
+        except ValueError as err:
+            raise UsageError(str(err)) from None
+        dev = resolve_device(device)
+        typer.echo(f"loading data ({data_dir or 'CIFAR-10'}) onto {dev} ...", err=True)
+        data = load_dataset(data_dir, _parse_classes(classes), dev)
+        typer.echo(
+            f"training {model} ({net.book_class}, {net.config}) on {len(data.train)} images, "
+            f"validating on {len(data.val)}, classes {', '.join(data.classes)}",
+            err=True,
+        )
+        result = fit(net, data, config, on_epoch=_log_epoch)
+        out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
+        facts = {
+            "variant": model, "classes": list(data.classes), "data": data.source,
+            "config": config_dict(config), "device": str(dev), **result.summary(),
+        }
+        save_checkpoint(out, net, result.params, result.state, facts)
+    summary = {"model": model, "checkpoint": str(out), **result.summary()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+    else:
+        typer.echo(
+            f"{model}: train accuracy {result.train_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
+            f"({result.seconds:.1f}s); checkpoint: {out}"
+        )
+
+
+def evaluate_checkpoint(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors file written by ptm."),
+    data_dir: Optional[Path] = DataDir,
+    classes: Optional[str] = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
+    device: str = Device,
+    as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
+):
+    """Report train and val accuracy of a checkpoint (eval mode).
+
+    Example: ptm eval runs/net-seed123.safetensors --data-dir ../shared/data/cifar2
+    """
+    with friendly_errors():
+        dev = resolve_device(device)
+        ckpt = load_checkpoint(checkpoint, dev)
+        chosen = _parse_classes(classes) or ckpt.training.get("classes")
+        data = load_dataset(data_dir, chosen, dev)
+        m = ckpt.model
+        train_acc = evaluate(m, ckpt.params, ckpt.state, data.train)
+        val_acc = evaluate(m, ckpt.params, ckpt.state, data.val)
+    result = {"checkpoint": str(checkpoint), "model": m.name, "config": m.config,
+              "train_accuracy": train_acc, "val_accuracy": val_acc}
+    if as_json:
+        typer.echo(json.dumps(result))
+    else:
+        typer.echo(f"{m.name}: train accuracy {train_acc:.4f}, val accuracy {val_acc:.4f}")
