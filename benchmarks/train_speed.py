@@ -32,7 +32,7 @@ def time_book_loop(model, data, config) -> list[float]:
 
 def time_functional(model, data, config) -> list[float]:
     seconds = []
-    fit(model, data, config, on_epoch=lambda stats: seconds.append(stats.seconds))
+    fit(model, data, config, on_epoch=lambda stats, ts: seconds.append(stats.seconds))
     return seconds
 
 

@@ -13,6 +13,7 @@ from ptm_func.summary import parameter_summary
 
 from .errors import DEBUG, UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
+from .convert import convert
 from .training import evaluate_checkpoint, train
 
 app = typer.Typer(
@@ -34,6 +35,7 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebac
 
 app.command()(train)
 app.command("eval")(evaluate_checkpoint)
+app.command()(convert)
 
 
 @app.command()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ptm_func.checkpoint import load_checkpoint, save_checkpoint
+from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_run
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
@@ -29,7 +32,7 @@ def _parse_classes(classes: Optional[str]) -> Optional[list[str]]:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 
 
-def _log_epoch(stats: EpochStats) -> None:
+def _log_epoch(stats: EpochStats, _state=None) -> None:
     typer.echo(
         f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  "
         f"train-acc {stats.train_accuracy_running:.3f}  {stats.seconds:.2f}s  "
@@ -42,7 +45,7 @@ def train(
     model: str = typer.Argument(..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty)."),
     data_dir: Optional[Path] = DataDir,
     classes: Optional[str] = Classes,
-    epochs: Optional[int] = typer.Option(None, help="Epochs (book: 100)."),
+    epochs: Optional[int] = typer.Option(None, help="Epochs (book: 100). With --resume: the new total."),
     batch_size: Optional[int] = typer.Option(None, help="Batch size (book: 64)."),
     lr: Optional[float] = typer.Option(None, help="Learning rate (book: 1e-2, resdeep 3e-3)."),
     momentum: Optional[float] = typer.Option(None, help="SGD momentum (book: 0)."),
@@ -52,7 +55,9 @@ def train(
     seed: Optional[int] = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)."),
     device: str = Device,
     out: Optional[Path] = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default: on for CUDA, off on CPU)."),
+    resume: Optional[Path] = typer.Option(None, help="Continue the run saved at this checkpoint, exactly where it stopped."),
+    checkpoint_every: int = typer.Option(0, help="Also save every N epochs (0: only at the end or on interruption)."),
+    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, where it pays)."),
     book_quirks: bool = typer.Option(False, "--book-quirks", help="Train unshuffled and validate in train mode, as the book's notebook did."),
     n_chans1: Optional[int] = NChans1,
     n_blocks: Optional[int] = NBlocks,
@@ -61,36 +66,74 @@ def train(
 ):
     """Train a chapter-8 network with the functional step; save a safetensors checkpoint.
 
+    Ctrl-C or SIGTERM finishes the current step, saves, and tells you how to --resume.
+
     Example: ptm train res --data-dir ../shared/data/cifar2 --epochs 10 --device cpu
     """
     with friendly_errors():
+        if checkpoint_every < 0:
+            raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+        dev = resolve_device(device)
         given = dict(
             epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             l2_lambda=l2, l1_lambda=l1, seed=seed, compile=compile,
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
         )
+        given = {k: v for k, v in given.items() if v is not None}
         if book_quirks:
             given.update(shuffle=False, eval_train_mode=True)
-        try:
-            net, config = book_setup(model, **{k: v for k, v in given.items() if v is not None})
-            config.optimizer()
-        except ValueError as err:
-            raise UsageError(str(err)) from None
-        dev = resolve_device(device)
+        start, facts = None, {}
+        if resume is not None:
+            ckpt, start, config = load_run(resume, dev)
+            facts = ckpt.training
+            if facts.get("variant") != model:
+                raise UsageError(f"{resume} is a {facts.get('variant')!r} run, not {model!r}")
+            ignored = sorted(set(given) - {"epochs", "compile"})
+            if ignored:
+                typer.echo(f"note: resuming uses the saved settings; ignoring {', '.join(ignored)}", err=True)
+            config = replace(config, **{k: given[k] for k in ("epochs", "compile") if k in given})
+            net = ckpt.model
+            out = out or resume
+            data_dir = data_dir or (Path(facts["data_dir"]) if facts.get("data_dir") else None)
+            classes = classes or ",".join(facts.get("classes", []))
+        else:
+            try:
+                net, config = book_setup(model, **given)
+                config.optimizer()
+            except ValueError as err:
+                raise UsageError(str(err)) from None
+        out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
+        check_writable(out)
         typer.echo(f"loading data ({data_dir or 'CIFAR-10'}) onto {dev} ...", err=True)
         data = load_dataset(data_dir, _parse_classes(classes), dev)
+        facts = {
+            "variant": model, "classes": list(data.classes), "data": data.source,
+            "data_dir": str(data_dir) if data_dir else None, "device": str(dev),
+        }
+        where = f" from epoch {start.epoch} step {start.step_in_epoch}" if start else ""
         typer.echo(
-            f"training {model} ({net.book_class}, {net.config}) on {len(data.train)} images, "
+            f"training {model} ({net.book_class}, {net.config}){where} on {len(data.train)} images, "
             f"validating on {len(data.val)}, classes {', '.join(data.classes)}",
             err=True,
         )
-        result = fit(net, data, config, on_epoch=_log_epoch)
-        out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
-        facts = {
-            "variant": model, "classes": list(data.classes), "data": data.source,
-            "config": config_dict(config), "device": str(dev), **result.summary(),
-        }
-        save_checkpoint(out, net, result.params, result.state, facts)
+
+        def on_epoch(stats: EpochStats, ts) -> None:
+            _log_epoch(stats)
+            if checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
+                save_run(out, net, ts, config, facts)
+
+        stop = _StopOnSignal()
+        with stop.installed():
+            result = fit(net, data, config, start=start, on_epoch=on_epoch, stop_requested=stop)
+        save_run(out, net, result.train_state, config, {**facts, **result.summary()})
+    if result.interrupted:
+        ts = result.train_state
+        typer.echo(
+            f"ptm: interrupted at epoch {ts.epoch + 1}, step {ts.step_in_epoch}; checkpoint saved to {out}. "
+            f"Resume with: ptm train {model} --resume {out}",
+            err=True,
+        )
+        raise typer.Exit(128 + stop.signal)
     summary = {"model": model, "checkpoint": str(out), **result.summary()}
     if as_json:
         typer.echo(json.dumps(summary))
@@ -99,6 +142,31 @@ def train(
             f"{model}: train accuracy {result.train_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
             f"({result.seconds:.1f}s); checkpoint: {out}"
         )
+
+
+class _StopOnSignal:
+    """Polled by fit after every step: true once SIGINT or SIGTERM arrived (a second one aborts)."""
+
+    def __init__(self):
+        self.signal = 0
+
+    def __call__(self) -> bool:
+        return self.signal != 0
+
+    def _handle(self, signum, frame):
+        if self.signal:
+            raise KeyboardInterrupt
+        self.signal = signum
+        typer.echo("\nptm: stopping after this step and saving a checkpoint ...", err=True)
+
+    @contextlib.contextmanager
+    def installed(self):
+        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
 
 
 def evaluate_checkpoint(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,9 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .layers import Params, State
+from .optim import SGDState
 from .registry import Model, UnknownModelError, get_model
+from .train import TrainConfig, TrainState
 
 FORMAT = "ptm_func"
 FORMAT_VERSION = "1"
@@ -42,7 +44,6 @@ def save_checkpoint(
 ) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half-written `path`."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     # clone: tied keys share storage, and safetensors wants contiguous, unshared CPU tensors
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in {**params, **state}.items()}
     metadata = {
@@ -52,15 +53,37 @@ def save_checkpoint(
         "config": json.dumps(model.config),
         "training": json.dumps(training or {}),
     }
+    return _atomic_save(tensors, metadata, path)
+
+
+def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
+    """save_file to a temp file, fsync, then rename over `path`."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
+
+
+def check_writable(path: str | Path) -> None:
+    """Fail now, not after hours of training, if `path` cannot be written."""
+    path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a directory; give a file path such as {path / 'model.safetensors'}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.with_name(f".{path.name}.probe{os.getpid()}")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
 
 
 def read_safetensors(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -133,3 +156,49 @@ def _init_items(model: Model) -> tuple[list[str], list[Tensor]]:
 def _short(keys: list[str], limit: int = 4) -> str:
     shown = ", ".join(keys[:limit])
     return f"[{shown}{', ...' if len(keys) > limit else ''}] ({len(keys)})"
+
+
+# --- resumable runs: weights in PATH, optimizer state and position in PATH's sibling -------
+
+TRAIN_FORMAT = "ptm_func-train"
+
+
+def training_state_path(path: str | Path) -> Path:
+    """runs/net.safetensors -> runs/net.train.safetensors"""
+    path = Path(path)
+    return path.with_name(path.name.removesuffix(".safetensors") + ".train.safetensors")
+
+
+def save_run(path: str | Path, model: Model, ts: TrainState, config: TrainConfig, facts: dict[str, Any]) -> Path:
+    """Save the weights at `path` and everything needed to resume beside it."""
+    progress = {"epoch": ts.epoch, "step_in_epoch": ts.step_in_epoch, "loss_sum": ts.loss_sum, "correct": ts.correct}
+    training = {**facts, "config": asdict(config), "progress": progress}
+    tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
+    tensors["step"] = ts.opt_state.step
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {"format": TRAIN_FORMAT, "model": model.name, "training": json.dumps(training)}
+    # The training state first: a crash between the two writes leaves weights that are one
+    # save older than it, which load_run detects by comparing `progress`.
+    _atomic_save(tensors, metadata, training_state_path(path))
+    return save_checkpoint(path, model, ts.params, ts.state, training)
+
+
+def load_run(path: str | Path, device: torch.device | str = "cpu") -> tuple[Checkpoint, TrainState, TrainConfig]:
+    """Load a run saved by `save_run` to continue it."""
+    ckpt = load_checkpoint(path, device)
+    side = training_state_path(path)
+    if not side.exists():
+        raise CheckpointError(f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed")
+    tensors, metadata = read_safetensors(side, device)
+    if metadata.get("format") != TRAIN_FORMAT or metadata.get("model") != ckpt.model.name:
+        raise CheckpointError(f"{side} is not the training state of {path}")
+    training = json.loads(metadata["training"])
+    if training.get("progress") != ckpt.training.get("progress"):
+        raise CheckpointError(f"{side} and {path} are from different saves (interrupted write?)")
+    progress = training["progress"]
+    momentum = {k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")}
+    ts = TrainState(
+        ckpt.params, ckpt.state, SGDState(momentum, tensors["step"]),
+        progress["epoch"], progress["step_in_epoch"], progress["loss_sum"], progress["correct"],
+    )
+    return ckpt, ts, TrainConfig(**training["config"])

@@ -49,3 +49,69 @@ def test_info_errors_are_one_line_without_traceback(args, code, needle):
 def test_help_shows_examples():
     assert "Example: ptm info" in invoke("--help").output
     assert "Example: ptm info resdeep" in invoke("info", "--help").output
+
+
+# --- train / eval / convert ---------------------------------------------------------------
+
+
+def test_train_then_eval_json(image_folder, tmp_path):
+    out = tmp_path / "net.safetensors"
+    result = invoke("train", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
+                    "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["checkpoint"] == str(out) and summary["epochs_done"] == 2
+    assert "epoch   2/2" in result.stderr
+    evaluated = invoke("eval", str(out), "--data-dir", str(image_folder), "--json")
+    assert evaluated.exit_code == 0, evaluated.output
+    report = json.loads(evaluated.stdout)
+    assert report["val_accuracy"] == summary["val_accuracy"]
+
+
+def test_convert_round_trip(tmp_path):
+    import torch
+
+    from ptm_func import NetBatchNorm
+
+    torch.save(NetBatchNorm().state_dict(), tmp_path / "book.pt")
+    result = invoke("convert", str(tmp_path / "book.pt"), str(tmp_path / "ours.safetensors"))
+    assert result.exit_code == 0, result.output
+    assert "batchnorm" in result.output
+    back = invoke("convert", str(tmp_path / "ours.safetensors"), str(tmp_path / "back.pt"))
+    assert back.exit_code == 0, back.output
+
+
+@pytest.mark.parametrize(
+    "args,code,needle",
+    [
+        (("train", "net", "--epochs", "-1"), 2, "epochs must be >= 0"),
+        (("train", "net", "--lr", "0"), 2, "lr must be a positive"),
+        (("train", "net", "--batch-size", "0"), 2, "batch size must be >= 1"),
+        (("train", "vgg"), 2, "choose one of: net, width, l2"),
+        (("train", "net", "--data-dir", "/no/such/dir", "--device", "cpu"), 1, "does not exist"),
+        (("eval", "/no/such.safetensors"), 1, "no checkpoint at"),
+        (("convert", "a.txt", "b.txt"), 2, "convert goes .pt"),
+        (("convert", "/no/such.pt", "b.safetensors"), 1, "no file at"),
+    ],
+)
+def test_train_eval_convert_errors(args, code, needle):
+    result = invoke(*args)
+    assert result.exit_code == code, result.output
+    assert needle in result.output
+    assert "Traceback" not in result.output
+
+
+def test_cuda_without_cuda_is_a_usage_error():
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    result = invoke("train", "net", "--device", "cuda")
+    assert result.exit_code == 2 and "no CUDA device" in result.output
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 64)
+    result = invoke("eval", str(bad))
+    assert result.exit_code == 1 and "truncated or corrupt" in result.output
