@@ -18,6 +18,7 @@ from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict,
 
 from .errors import UsageError, friendly_errors
 from .options import NBlocks, NChans1, Tied
+from .progress import TrainingProgress
 
 DataDir = typer.Option(
     None, "--data-dir",
@@ -28,17 +29,8 @@ Classes = typer.Option(None, "--classes", help="Comma-separated classes, in labe
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
 
 
-def _parse_classes(classes: Optional[str]) -> Optional[list[str]]:
+def parse_classes(classes: Optional[str]) -> Optional[list[str]]:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
-
-
-def _log_epoch(stats: EpochStats, _state=None) -> None:
-    typer.echo(
-        f"epoch {stats.epoch:>3}/{stats.epochs}  loss {stats.loss:.4f}  "
-        f"train-acc {stats.train_accuracy_running:.3f}  {stats.seconds:.2f}s  "
-        f"{stats.samples_per_second:,.0f} img/s",
-        err=True,
-    )
 
 
 def train(
@@ -105,7 +97,7 @@ def train(
         out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
         check_writable(out)
         typer.echo(f"loading data ({data_dir or 'CIFAR-10'}) onto {dev} ...", err=True)
-        data = load_dataset(data_dir, _parse_classes(classes), dev)
+        data = load_dataset(data_dir, parse_classes(classes), dev)
         facts = {
             "variant": model, "classes": list(data.classes), "data": data.source,
             "data_dir": str(data_dir) if data_dir else None, "device": str(dev),
@@ -117,14 +109,17 @@ def train(
             err=True,
         )
 
+        progress = TrainingProgress(config.epochs, start.epoch if start else 0)
+
         def on_epoch(stats: EpochStats, ts) -> None:
-            _log_epoch(stats)
+            progress.on_epoch(stats)
             if checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
                 save_run(out, net, ts, config, facts)
 
         stop = _StopOnSignal()
-        with stop.installed():
-            result = fit(net, data, config, start=start, on_epoch=on_epoch, stop_requested=stop)
+        with stop.installed(), progress.running():
+            result = fit(net, data, config, start=start, on_epoch=on_epoch, on_step=progress.on_step,
+                         stop_requested=stop)
         save_run(out, net, result.train_state, config, {**facts, **result.summary()})
     if result.interrupted:
         ts = result.train_state
@@ -183,7 +178,7 @@ def evaluate_checkpoint(
     with friendly_errors():
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
-        chosen = _parse_classes(classes) or ckpt.training.get("classes")
+        chosen = parse_classes(classes) or ckpt.training.get("classes")
         data = load_dataset(data_dir, chosen, dev)
         m = ckpt.model
         train_acc = evaluate(m, ckpt.params, ckpt.state, data.train)

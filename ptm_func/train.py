@@ -226,12 +226,14 @@ def fit(
     *,
     start: TrainState | None = None,
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
     """Train `model` on `data` (already on its device) and report train/val accuracy.
 
-    `start` resumes a saved TrainState; `stop_requested` is polled after every step and
-    ends the run early (result.interrupted, no evaluation) with the state to save.
+    `start` resumes a saved TrainState; `on_step(step, n_steps)` sees each step (host-side
+    only, no sync); `stop_requested` is polled after every step and ends the run early
+    (result.interrupted, no evaluation) with the state to save.
     """
     device = data.train.images.device
     ts = start if start is not None else init_train_state(model, config, device)
@@ -262,6 +264,8 @@ def fit(
             )
             loss_sum += metrics["loss"]
             correct += metrics["correct"]
+            if on_step is not None:
+                on_step(i + 1, n_batches)
             if i + 1 < n_batches and stop_requested is not None and stop_requested():
                 result.train_state = TrainState(
                     params, state, opt_state, ts.epoch, i + 1, loss_sum.item(), int(correct.item())

@@ -115,3 +115,111 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
     bad.write_bytes(b"\x00" * 64)
     result = invoke("eval", str(bad))
     assert result.exit_code == 1 and "truncated or corrupt" in result.output
+
+
+# --- predict / info CHECKPOINT / compare / show ---------------------------------------------
+
+
+def is_png(path):
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+        return image.format == "PNG"
+
+
+@pytest.fixture(scope="module")
+def trained(image_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run") / "net.safetensors"
+    result = invoke("train", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
+                    "--epochs", "3", "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_predict_names_classes_and_notes_resizing(trained, image_folder, tmp_path):
+    from PIL import Image
+
+    bird = image_folder / "test" / "bird" / "0000.png"
+    big = tmp_path / "big.png"
+    Image.open(bird).resize((64, 40)).save(big)
+    result = invoke("predict", str(trained), str(bird), str(big), "--json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    assert [r["label"] for r in rows] == ["bird", "bird"]
+    assert rows[0]["note"] == "" and "resized from 64x40" in rows[1]["note"]
+    assert abs(sum(rows[0]["probabilities"].values()) - 1) < 1e-5
+    plain = invoke("predict", str(trained), str(bird))
+    assert "bird" in plain.output and plain.exit_code == 0
+    missing = invoke("predict", str(trained), str(tmp_path / "none.png"))
+    assert missing.exit_code == 1 and "no image at" in missing.output
+
+
+def test_info_on_a_checkpoint_shows_training_facts(trained):
+    result = invoke("info", str(trained), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["total"] == 18090 and summary["training"]["epochs_done"] == 3
+
+
+def test_compare_writes_table_json_and_chart(image_folder, tmp_path):
+    result = invoke("compare", "net", "l2", "--data-dir", str(image_folder), "--classes", "airplane,bird",
+                    "--epochs", "1", "--device", "cpu", "--json-out", str(tmp_path / "c.json"),
+                    "--chart", str(tmp_path / "c.png"))
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "c.json").read_text())["rows"]
+    assert [r["variant"] for r in rows] == ["net", "l2"] and rows[0]["params"] == 18090
+    assert is_png(tmp_path / "c.png")
+    assert "net" in result.stdout and "18,090" in result.stdout
+
+
+def test_compare_without_matplotlib_still_prints_the_table(image_folder, tmp_path, monkeypatch):
+    import ptm_func.plot
+
+    def missing():
+        raise ptm_func.plot.PlotUnavailable("matplotlib is not installed: pip install 'ptm_func[plot]'")
+
+    monkeypatch.setattr(ptm_func.plot, "_pyplot", missing)
+    result = invoke("compare", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
+                    "--epochs", "1", "--device", "cpu", "--json-out", str(tmp_path / "c.json"),
+                    "--chart", str(tmp_path / "c.png"))
+    assert result.exit_code == 0
+    assert "no chart: matplotlib is not installed" in result.stderr
+    assert "18,090" in result.stdout and not (tmp_path / "c.png").exists()
+
+
+def test_show_conv_from_file_and_index(image_folder, tmp_path):
+    from_file = invoke("show", "conv", str(image_folder / "test" / "cat" / "0001.png"), "--out", str(tmp_path / "a.png"))
+    assert from_file.exit_code == 0, from_file.output
+    assert is_png(tmp_path / "a.png")
+    from_index = invoke("show", "conv", "--index", "3", "--data-dir", str(image_folder), "--out", str(tmp_path / "b.png"))
+    assert from_index.exit_code == 0, from_index.output
+    assert is_png(tmp_path / "b.png")
+    neither = invoke("show", "conv")
+    assert neither.exit_code == 2 and "IMAGE or --index" in neither.output
+
+
+def test_conv_experiments_shapes_and_kernels():
+    import torch
+
+    from ptm_func.conv_demo import conv_experiments
+
+    image = torch.rand(3, 32, 32)
+    panels = {title.split(":")[0]: out for _, _, title, out in conv_experiments(image)}
+    assert panels["random 3x3 conv, no padding"].shape == (30, 30)
+    assert panels["same conv, padding=1"].shape == (32, 32)
+    assert panels["max-pool 2x2"].shape == (16, 16)
+    blur = panels["blur"]
+    torch.testing.assert_close(blur[5, 5], image[:, 4:7, 4:7].sum() / 9)
+    edge = panels["vertical edges"]
+    torch.testing.assert_close(edge[5, 5], (image[:, 4:7, 6] - image[:, 4:7, 4]).sum())
+
+
+@pytest.mark.parametrize("command", ["train", "eval", "predict", "info", "convert", "compare"])
+def test_every_subcommand_help_shows_an_example(command):
+    result = invoke(command, "--help")
+    assert result.exit_code == 0 and f"Example: ptm {command}" in result.output
+
+
+def test_show_conv_help_shows_an_example():
+    assert "Example: ptm show conv" in invoke("show", "conv", "--help").output

@@ -1,0 +1,91 @@
+"""`ptm info` and `ptm predict`: look at models, checkpoints and images."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ptm_func.checkpoint import load_checkpoint
+from ptm_func.data import BOOK_CLASSES
+from ptm_func.devices import resolve_device
+from ptm_func.predict import predict as predict_images
+from ptm_func.summary import parameter_summary
+
+from .errors import UsageError, friendly_errors
+from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
+
+
+def info(
+    target: str = typer.Argument(..., help=MODEL_HELP + " Or a .safetensors checkpoint."),
+    n_chans1: Optional[int] = NChans1,
+    n_blocks: Optional[int] = NBlocks,
+    tied: Optional[bool] = Tied,
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
+):
+    """Show a model's parameter tensors, their shapes and counts, and the total.
+
+    Example: ptm info resdeep --n-blocks 10 --tied
+    Example: ptm info runs/net-seed123.safetensors
+    """
+    with friendly_errors():
+        for flag, value in (("--n-chans1", n_chans1), ("--n-blocks", n_blocks)):
+            if value is not None and value < 1:
+                raise UsageError(f"{flag} must be a positive integer, got {value}")
+        training = None
+        if target.endswith(".safetensors") or Path(target).is_file():
+            ckpt = load_checkpoint(target)
+            model, training = ckpt.model, ckpt.training
+        else:
+            model = build_model(target, n_chans1, n_blocks, tied)
+        summary = parameter_summary(model)
+    if training is not None:
+        summary["training"] = training
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2))
+        return
+    table = Table(title=f"{summary['model']} ({summary['book_class']}, {summary['config']})")
+    table.add_column("tensor")
+    table.add_column("shape")
+    table.add_column("numel", justify="right")
+    for t in summary["tensors"]:
+        table.add_row(t["key"], "x".join(map(str, t["shape"])), f"{t['numel']:,}")
+    console = Console()
+    console.print(table)
+    console.print(f"total parameters: {summary['total']:,}")
+    console.print(f"numel_list: {summary['numel_list']}", soft_wrap=True)
+    if summary["tied_keys"]:
+        console.print(f"{summary['tied_keys']} more state_dict keys alias the shared block (tied)")
+    if training:
+        shown = {k: training[k] for k in ("variant", "epochs_done", "train_accuracy", "val_accuracy", "classes") if k in training}
+        console.print(f"training: {shown}", soft_wrap=True)
+
+
+def predict(
+    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by ptm."),
+    images: list[Path] = typer.Argument(..., help="Image files (any size: resized and centre-cropped to 32x32)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
+):
+    """Classify images: the class name and its probability per image.
+
+    Example: ptm predict runs/net-seed123.safetensors plane.jpg bird.png
+    """
+    with friendly_errors():
+        for image in images:
+            if not image.is_file():
+                raise FileNotFoundError(f"no image at {image}")
+        ckpt = load_checkpoint(checkpoint, resolve_device(device))
+        classes = ckpt.training.get("classes") or list(BOOK_CLASSES)
+        results = predict_images(ckpt.model, ckpt.params, ckpt.state, images, classes)
+    if as_json:
+        typer.echo(json.dumps([asdict(r) for r in results], indent=2))
+        return
+    for r in results:
+        note = f"  ({r.note})" if r.note else ""
+        typer.echo(f"{r.path}: {r.label} {r.probability:.3f}{note}")

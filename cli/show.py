@@ -1,0 +1,49 @@
+"""`ptm show conv`: section 8.2's convolution experiments rendered to PNG."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ptm_func.conv_demo import conv_experiments
+from ptm_func.data import load_dataset, normalize
+from ptm_func.plot import PlotUnavailable, image_grid
+from ptm_func.predict import load_for_prediction
+
+from .errors import UsageError, friendly_errors
+from .training import DataDir
+
+show_app = typer.Typer(help="Render the chapter's illustrations to PNG.\n\nExample: ptm show conv bird.jpg", no_args_is_help=True)
+
+
+@show_app.command("conv")
+def conv(
+    image: Optional[Path] = typer.Argument(None, help="An image file (any size: fitted to 32x32)."),
+    index: Optional[int] = typer.Option(None, "--index", help="Use training image N of the dataset instead."),
+    data_dir: Optional[Path] = DataDir,
+    seed: int = typer.Option(0, help="Seed of the random conv's weights."),
+    out: Path = typer.Option(Path("runs/conv.png"), "--out", help="PNG to write."),
+):
+    """A random 3x3 conv, padding, the blur and vertical-edge kernels and max-pooling, each beside the input.
+
+    Example: ptm show conv --index 0 --data-dir ../shared/data/cifar2 --out conv.png
+    """
+    with friendly_errors():
+        if (image is None) == (index is None):
+            raise UsageError("give an IMAGE or --index N (not both)")
+        if image is not None:
+            if not image.is_file():
+                raise FileNotFoundError(f"no image at {image}")
+            x = normalize(load_for_prediction(image)[0].unsqueeze(0))[0]
+        else:
+            train = load_dataset(data_dir).train
+            if not 0 <= index < len(train):
+                raise UsageError(f"--index must be in 0..{len(train) - 1}, got {index}")
+            x = train.images[index]
+        try:
+            path = image_grid(conv_experiments(x, seed), out)
+        except PlotUnavailable as err:
+            raise RuntimeError(str(err)) from None
+    typer.echo(f"wrote {path}")
