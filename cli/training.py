@@ -11,7 +11,8 @@ from typing import Optional
 
 import typer
 
-from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_run
+from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_checkpoint, save_run
+from ptm_func.ensemble import fit_ensemble
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
@@ -49,6 +50,7 @@ def train(
     out: Optional[Path] = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
     resume: Optional[Path] = typer.Option(None, help="Continue the run saved at this checkpoint, exactly where it stopped."),
     checkpoint_every: int = typer.Option(0, help="Also save every N epochs (0: only at the end or on interruption)."),
+    replicas: int = typer.Option(1, help="Train K independently initialised copies at once (torch.func.vmap); replica r uses seed+r."),
     compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, where it pays)."),
     book_quirks: bool = typer.Option(False, "--book-quirks", help="Train unshuffled and validate in train mode, as the book's notebook did."),
     n_chans1: Optional[int] = NChans1,
@@ -65,6 +67,10 @@ def train(
     with friendly_errors():
         if checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+        if replicas < 1:
+            raise UsageError(f"--replicas must be >= 1, got {replicas}")
+        if replicas > 1 and (resume is not None or checkpoint_every):
+            raise UsageError("--replicas trains in one go: --resume and --checkpoint-every are for single runs")
         dev = resolve_device(device)
         given = dict(
             epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
@@ -110,6 +116,8 @@ def train(
         )
 
         progress = TrainingProgress(config.epochs, start.epoch if start else 0)
+        if replicas > 1:
+            return _train_ensemble(model, net, data, config, replicas, out, facts, progress, as_json)
 
         def on_epoch(stats: EpochStats, ts) -> None:
             progress.on_epoch(stats)
@@ -137,6 +145,36 @@ def train(
             f"{model}: train accuracy {result.train_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
             f"({result.seconds:.1f}s); checkpoint: {out}"
         )
+
+
+def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, as_json):
+    """The --replicas path: vmap-train, save one checkpoint per replica, report mean +/- std."""
+    stop = _StopOnSignal()
+    with stop.installed(), progress.running():
+        result = fit_ensemble(net, data, config, replicas, on_epoch=progress.on_epoch,
+                              on_step=progress.on_step, stop_requested=stop)
+    paths = []
+    for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas)):
+        path = out.with_name(f"{out.name.removesuffix('.safetensors')}-r{r}.safetensors")
+        replica_facts = {**facts, "config": config_dict(replace(config, seed=seed)), "replica": r,
+                         "epochs_done": ts.epoch}
+        if not result.interrupted:
+            replica_facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
+        paths.append(str(save_checkpoint(path, net, ts.params, ts.state, replica_facts)))
+    if result.interrupted:
+        typer.echo(f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
+                   f"({', '.join(paths)}). Ensembles do not resume.", err=True)
+        raise typer.Exit(128 + stop.signal)
+    summary = {"model": variant, "checkpoints": paths, **result.summary()}
+    if as_json:
+        typer.echo(json.dumps(summary))
+        return
+    for r, path in enumerate(paths):
+        typer.echo(f"replica {r} (seed {result.seeds[r]}): train {result.train_accuracy[r]:.4f}, "
+                   f"val {result.val_accuracy[r]:.4f}  {path}")
+    tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
+    typer.echo(f"{variant} x{replicas}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val {va['mean']:.4f} "
+               f"+/- {va['std']:.4f} ({result.seconds:.1f}s, peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)")
 
 
 class _StopOnSignal:

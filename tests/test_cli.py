@@ -223,3 +223,23 @@ def test_every_subcommand_help_shows_an_example(command):
 
 def test_show_conv_help_shows_an_example():
     assert "Example: ptm show conv" in invoke("show", "conv", "--help").output
+
+
+def test_train_replicas_saves_each_and_reports_spread(image_folder, tmp_path):
+    out = tmp_path / "net.safetensors"
+    result = invoke("train", "net", "--replicas", "2", "--data-dir", str(image_folder), "--classes",
+                    "airplane,bird", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
+                    "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert summary["seeds"] == [123, 124] and len(summary["val_accuracy"]) == 2
+    assert summary["checkpoints"] == [str(tmp_path / "net-r0.safetensors"), str(tmp_path / "net-r1.safetensors")]
+    info = json.loads(invoke("info", summary["checkpoints"][1], "--json").stdout)
+    assert info["training"]["config"]["seed"] == 124 and info["training"]["replica"] == 1
+
+
+@pytest.mark.parametrize("extra,needle", [(("--replicas", "0"), "--replicas must be >= 1"),
+                                          (("--replicas", "2", "--checkpoint-every", "1"), "single runs")])
+def test_train_replicas_errors(extra, needle):
+    result = invoke("train", "net", *extra)
+    assert result.exit_code == 2 and needle in result.output
