@@ -92,16 +92,14 @@ def batch_norm(
         y = F.batch_norm(x, state[mean_key], state[var_key], weight, bias, False, 0.0, BN_EPS)
         return y, {k: state[k] for k in (mean_key, var_key, count_key)}
 
-    var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
+    # The fused kernel, given no running stats, mutates nothing and returns the batch mean
+    # and 1/sqrt(var + eps), from which the running stats follow without another reduction.
+    y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, BN_EPS)
     n = x.numel() // x.shape[1]
-    scale = weight * torch.rsqrt(var + BN_EPS)
-    # (C,) -> (1, C, 1, 1) to broadcast over NCHW
-    y = (x - rearrange(mean, "c -> 1 c 1 1")) * rearrange(scale, "c -> 1 c 1 1")
-    y = y + rearrange(bias, "c -> 1 c 1 1")
-    mean, var = mean.detach(), var.detach()
+    var = (invstd.detach().pow(-2) - BN_EPS) * (n / max(n - 1, 1))  # unbiased, as torch keeps it
     new_state = {
-        mean_key: (1 - BN_MOMENTUM) * state[mean_key] + BN_MOMENTUM * mean,
-        var_key: (1 - BN_MOMENTUM) * state[var_key] + BN_MOMENTUM * var * (n / max(n - 1, 1)),
+        mean_key: (1 - BN_MOMENTUM) * state[mean_key] + BN_MOMENTUM * mean.detach(),
+        var_key: (1 - BN_MOMENTUM) * state[var_key] + BN_MOMENTUM * var,
         count_key: state[count_key] + 1,
     }
     return y, new_state
