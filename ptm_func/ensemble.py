@@ -14,21 +14,10 @@ from typing import Any, Callable
 
 import torch
 from torch import Tensor
-from torch.func import vmap
 
 from . import rng
 from .data import Dataset
-from .train import (
-    CPU_COMPILE_EPOCHS,
-    EpochStats,
-    TrainConfig,
-    TrainState,
-    compile_step,
-    epoch_order,
-    evaluate,
-    init_train_state,
-    make_train_step,
-)
+from .train import EpochStats, TrainConfig, TrainState, build_step, epoch_order, evaluate, init_train_state
 from .registry import Model
 
 
@@ -107,13 +96,7 @@ def fit_ensemble(
     seeds = [config.seed + r for r in range(replicas)]
     starts = [init_train_state(model, replace(config, seed=s), device) for s in seeds]
     params, state, opt_state = (stack([getattr(ts, f) for ts in starts]) for f in ("params", "state", "opt_state"))
-    step = vmap(make_train_step(model, config.optimizer(), l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda),
-                randomness="different")
-    use_compile = config.compile
-    if use_compile is None:
-        use_compile = device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
-    if use_compile:  # compile outside vmap and grad
-        step = compile_step(step, device, config.compile_mode)
+    step = build_step(model, config, device, vmapped=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 

@@ -124,6 +124,21 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
     return graphed_step
 
 
+def build_step(model: Model, config: TrainConfig, device: torch.device, *, vmapped: bool = False) -> Callable:
+    """The train step `fit` runs: vmapped over replicas if asked, compiled where it pays.
+
+    `config.compile=None` compiles on CUDA always and on CPU from CPU_COMPILE_EPOCHS epochs.
+    Compilation wraps the torch.func transforms, never the other way round.
+    """
+    step = make_train_step(model, config.optimizer(), l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda)
+    if vmapped:
+        step = torch.func.vmap(step, randomness="different")
+    use_compile = config.compile
+    if use_compile is None:
+        use_compile = device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
+    return compile_step(step, device, config.compile_mode) if use_compile else step
+
+
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:
     """The sample order of one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
     if not shuffle:
@@ -237,12 +252,7 @@ def fit(
     """
     device = data.train.images.device
     ts = start if start is not None else init_train_state(model, config, device)
-    step = make_train_step(model, config.optimizer(), l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda)
-    use_compile = config.compile
-    if use_compile is None:
-        use_compile = device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
-    if use_compile:
-        step = compile_step(step, device, config.compile_mode)
+    step = build_step(model, config, device)
 
     base_key = rng.key(config.seed, device)
     n = len(data.train)
