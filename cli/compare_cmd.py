@@ -59,7 +59,7 @@ def compare(
             progress = TrainingProgress(options.get("epochs", 100))
             console.print(f"[bold]{name}[/bold] ...", highlight=False)
             with progress.running():
-                rows += run_comparison([name], data, options, on_epoch=lambda s, ts: progress.on_epoch(s),
+                rows += run_comparison([name], data, options, on_epoch=lambda s, ts, progress=progress: progress.on_epoch(s),
                                        on_step=progress.on_step)
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps({"data": data.source, "settings": overrides,

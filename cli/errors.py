@@ -32,12 +32,17 @@ def friendly_errors():
     except USAGE_ERRORS as err:
         _fail(err, 2)
     except RUNTIME_ERRORS as err:
-        _fail(err, 1)
+        # torch's own RuntimeErrors are terse; point at the traceback for those
+        _fail(err, 1, hint=type(err) is RuntimeError)
+    except KeyboardInterrupt:
+        typer.echo("ptm: interrupted", err=True)
+        raise typer.Exit(130)
 
 
-def _fail(err: Exception, code: int):
+def _fail(err: Exception, code: int, hint: bool = False):
     if DEBUG["enabled"]:
         raise err
-    typer.echo(f"ptm: error: {err}", err=True)
+    suffix = " (ptm --debug ... shows the traceback)" if hint else ""
+    typer.echo(f"ptm: error: {err}{suffix}", err=True)
     sys.stderr.flush()
     raise typer.Exit(code)

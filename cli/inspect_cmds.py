@@ -17,7 +17,7 @@ from ptm_func.devices import resolve_device
 from ptm_func.predict import predict as predict_images
 from ptm_func.summary import parameter_summary
 
-from .errors import UsageError, friendly_errors
+from .errors import friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
 
 
@@ -34,9 +34,6 @@ def info(
     Example: ptm info runs/net-seed123.safetensors
     """
     with friendly_errors():
-        for flag, value in (("--n-chans1", n_chans1), ("--n-blocks", n_blocks)):
-            if value is not None and value < 1:
-                raise UsageError(f"{flag} must be a positive integer, got {value}")
         training = None
         if target.endswith(".safetensors") or Path(target).is_file():
             ckpt = load_checkpoint(target)

@@ -178,14 +178,14 @@ def init_resdeep(
     """Init NetResDeep; with tied=True every block's keys hold block 0's tensors."""
     params = init_conv(gen, "conv1", 3, n_chans1)
     state: State = {}
-    for i in range(n_blocks):
-        if tied and i > 0:  # the book's one shared block, listed under every index
-            params |= _rename_block(block_params, i)
-            state |= _rename_block(block_state, i)
-            continue
+    for i in range(1 if tied else n_blocks):
         block_params, block_state = init_res_block(gen, f"resblocks.{i}", n_chans1)
         params |= block_params
         state |= block_state
+    if tied:  # the book's one shared block, listed under every index
+        for i in range(1, n_blocks):
+            params |= _rename_block(block_params, i)
+            state |= _rename_block(block_state, i)
     params |= init_linear(gen, "fc1", 8 * 8 * n_chans1, 32)
     params |= init_linear(gen, "fc2", 32, 2)
     return params, state

@@ -137,7 +137,10 @@ def get_model(name: str, **config: Any) -> Model:
     if unknown:
         allowed = ", ".join(spec.defaults) or "none"
         raise ModelConfigError(f"{name} takes no option {sorted(unknown)}; its options: {allowed}")
-    return Model(name, {**spec.defaults, **config})
+    config = {**spec.defaults, **config}
+    if config.get("n_chans1", 2) < 2 or config.get("n_blocks", 1) < 1:
+        raise ModelConfigError(f"n_chans1 must be >= 2 and n_blocks >= 1, got {config}")
+    return Model(name, config)
 
 
 def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:

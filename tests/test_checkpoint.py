@@ -7,7 +7,7 @@ import safetensors.torch
 import torch
 from safetensors import safe_open
 
-from ptm_func import get_model, rng
+from ptm_func import get_model
 from ptm_func.checkpoint import (
     CheckpointError,
     load_checkpoint,

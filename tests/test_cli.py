@@ -36,7 +36,8 @@ def test_info_json_parses_and_counts_tied_resdeep_once():
     [
         (("info", "resnet"), 2, "choose one of: net, width"),
         (("info", "net", "--n-blocks", "3"), 2, "takes no option"),
-        (("info", "resdeep", "--n-blocks", "0"), 2, "positive"),
+        (("info", "resdeep", "--n-blocks", "0"), 2, "n_blocks >= 1"),
+        (("train", "width", "--n-chans1", "1"), 2, "n_chans1 must be >= 2"),
     ],
 )
 def test_info_errors_are_one_line_without_traceback(args, code, needle):
