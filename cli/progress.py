@@ -46,7 +46,7 @@ class TrainingProgress:
         )
         with self._progress:
             self._task = self._progress.add_task(
-                "train", total=None, epoch=self.epoch + 1, epochs=self.epochs, last="compiling / first steps ..."
+                "train", total=None, epoch=self.epoch + 1, epochs=self.epochs, last="first epoch (compiles the step if compiling)"
             )
             yield self
         self._progress = None
