@@ -17,7 +17,7 @@ mkdir -p "$OUT"
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   echo "== Net speed"
   timeout 200 python3 benchmarks/train_speed.py --model net --data-dir "$DATA" --device "$DEVICE" \
-    --epochs 6 --modes reduce-overhead,default --json "$WORK/speed_net.json" 2>&1 | tail -8
+    --epochs 6 --modes reduce-overhead,default --replicas 8 --json "$WORK/speed_net.json" 2>&1 | tail -9
   echo "== accuracy, all models in parallel"
   for m in net width l2 dropout batchnorm depth res; do
     timeout 300 python3 benchmarks/accuracy.py --model "$m" --data-dir "$DATA" --device "$DEVICE" \

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from dataclasses import replace
 
 import torch
@@ -19,6 +18,7 @@ import torch
 from ptm_func.baseline import book_training_loop
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
+from ptm_func.ensemble import fit_ensemble
 from ptm_func.train import book_setup, fit
 
 
@@ -36,6 +36,12 @@ def time_functional(model, data, config) -> list[float]:
     return seconds
 
 
+def time_ensemble(model, data, config, replicas) -> tuple[list[float], int]:
+    seconds = []
+    result = fit_ensemble(model, data, config, replicas, on_epoch=lambda stats: seconds.append(stats.seconds))
+    return seconds, result.peak_memory_bytes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="net")
@@ -46,6 +52,7 @@ def main() -> None:
                         "(default, reduce-overhead, max-autotune-no-cudagraphs, eager)")
     parser.add_argument("--n-blocks", type=int, default=None)
     parser.add_argument("--tied", action="store_true")
+    parser.add_argument("--replicas", type=int, default=0, help="also time K vmapped replicas (ensemble) against one")
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -56,15 +63,19 @@ def main() -> None:
         options["tied"] = True
     model, config = book_setup(args.model, epochs=args.epochs, **options)
 
-    rows = {"book eager loop": time_book_loop(model, data, replace(config, compile=False))}
-    for mode in args.modes.split(","):
+    def mode_config(mode: str):
         if mode == "eager":
-            cfg = replace(config, compile=False)
-        else:
-            cfg = replace(config, compile=True, compile_mode=None if mode == "default" else mode)
-        t0 = time.perf_counter()
-        rows[f"functional, {mode}"] = time_functional(model, data, cfg)
-        rows[f"functional, {mode}"].append(time.perf_counter() - t0)  # total, popped below
+            return replace(config, compile=False)
+        return replace(config, compile=True, compile_mode=None if mode == "default" else mode)
+
+    modes = args.modes.split(",")
+    rows = {"book eager loop": time_book_loop(model, data, replace(config, compile=False))}
+    for mode in modes:
+        rows[f"functional, {mode}"] = time_functional(model, data, mode_config(mode))
+    peak = None
+    if args.replicas > 1:  # same compile mode as the first functional row
+        ensemble_row = f"functional ensemble x{args.replicas}, {modes[0]}"
+        rows[ensemble_row], peak = time_ensemble(model, data, mode_config(modes[0]), args.replicas)
 
     base = statistics.median(rows["book eager loop"][1:])
     print(f"\n{args.model} on {device} ({torch.__version__}), batch {config.batch_size}, "
@@ -72,11 +83,15 @@ def main() -> None:
     print(f"{'implementation':<44} {'first epoch s':>13} {'steady s/epoch':>15} {'speed-up':>9}")
     results = {}
     for name, seconds in rows.items():
-        if name.startswith("functional"):
-            seconds = seconds[:-1]
         steady = statistics.median(seconds[1:])
         results[name] = {"first_epoch_s": seconds[0], "steady_s_per_epoch": steady, "speedup": base / steady}
         print(f"{name:<44} {seconds[0]:>13.3f} {steady:>15.4f} {base / steady:>8.2f}x")
+    if peak is not None:
+        single = results[f"functional, {modes[0]}"]["steady_s_per_epoch"]
+        ensemble = results[ensemble_row]["steady_s_per_epoch"]
+        print(f"{args.replicas} replicas take {ensemble / single:.2f}x the time of one "
+              f"(peak memory {peak / 2**20:,.0f} MiB)")
+        results["ensemble"] = {"replicas": args.replicas, "time_vs_one": ensemble / single, "peak_memory_bytes": peak}
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"model": args.model, "device": str(device), "torch": torch.__version__, "results": results}, f, indent=2)
