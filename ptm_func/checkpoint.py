@@ -127,7 +127,7 @@ def load_checkpoint(
 
 def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -> None:
     """Raise CheckpointError naming missing / unexpected keys and shape or dtype mismatches."""
-    expected = {**dict(zip(*_init_items(model)))}
+    expected = _expected_tensors(model)
     missing = [k for k in expected if k not in tensors]
     unexpected = [k for k in tensors if k not in expected]
     problems = []
@@ -146,11 +146,11 @@ def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -
         raise CheckpointError(f"{source} does not fit {model.name} {model.config}: " + "; ".join(problems[:4]))
 
 
-def _init_items(model: Model) -> tuple[list[str], list[Tensor]]:
+def _expected_tensors(model: Model) -> dict[str, Tensor]:
+    """The model's state_dict as shapes and dtypes only (meta tensors: no memory, no RNG work)."""
     with torch.device("meta"):
         params, state = model.init(seed=0)
-    merged = {**params, **state}
-    return list(merged), list(merged.values())
+    return {**params, **state}
 
 
 def _short(keys: list[str], limit: int = 4) -> str:
