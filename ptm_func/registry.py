@@ -114,10 +114,6 @@ class Model:
             return {}
         return models.resdeep_aliases(self.config["n_blocks"], self.config["tied"])
 
-    @property
-    def uses_dropout(self) -> bool:
-        return self.name == "dropout"
-
     def split(self, state_dict: dict[str, Tensor]) -> tuple[Params, State]:
         """Split a twin's state_dict into (params, state), re-tying aliased keys."""
         state_dict = models.retie(dict(state_dict), self.aliases)
