@@ -44,15 +44,18 @@ class FunctionalModule:
 
 
 def functionalize(module: nn.Module) -> tuple[FunctionalModule, Params, State]:
-    """Split `module` into a pure apply and detached, de-duplicated params and buffers."""
+    """Split `module` into a pure apply and de-duplicated copies of its params and buffers.
+
+    Copies, not views: training or running the module afterwards does not change them.
+    """
     seen: dict[int, str] = {}
     aliases: dict[str, str] = {}
     for name, tensor in module.state_dict(keep_vars=True).items():
         owner = seen.setdefault(id(tensor), name)
         if owner != name:
             aliases[name] = owner
-    params = {name: p.detach() for name, p in module.named_parameters()}
-    state = {name: b.detach() for name, b in module.named_buffers()}
+    params = {name: p.detach().clone() for name, p in module.named_parameters()}
+    state = {name: b.detach().clone() for name, b in module.named_buffers()}
     return FunctionalModule(module, aliases), params, state
 
 

@@ -22,10 +22,11 @@ def snapshot(module):
 def test_adapter_matches_forward_and_leaves_module_unchanged(name, config, train, images):
     torch.manual_seed(0)
     module = get_model(name, **config).module().eval()
-    before, mode = snapshot(module)
+    before, _ = snapshot(module)
     fmod, params, state = functionalize(module)
 
     out, new_state = fmod.apply(params, state, images, train=train, key=3)
+    assert module.training is False  # the adapter restored the module's mode
     with torch.random.fork_rng():
         torch.manual_seed(3)
         expected = module.train(train)(images)
@@ -40,7 +41,17 @@ def test_adapter_matches_forward_and_leaves_module_unchanged(name, config, train
     assert module.training == train  # we set it above; the adapter restored it
     for key, value in module.state_dict().items():
         assert torch.equal(value, before[key]), key
-    assert mode is False
+
+
+def test_functionalized_tensors_are_copies_not_views(images):
+    module = get_model("batchnorm").module()
+    _, params, state = functionalize(module)
+    kept = {k: v.clone() for k, v in {**params, **state}.items()}
+    module.train()(images)  # updates the module's BN buffers in place
+    with torch.no_grad():
+        module.fc2.weight.add_(1.0)
+    for key, value in {**params, **state}.items():
+        assert torch.equal(value, kept[key]), key
 
 
 def test_adapter_on_tied_resdeep_keeps_parameters_trainable(images):
