@@ -22,7 +22,9 @@ from ptm_func.train import book_setup, fit
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="net")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="auto")
@@ -36,27 +38,41 @@ def main() -> None:
     device = resolve_device(args.device)
     data = load_dataset(args.data_dir, device=device)
     options = {"n_blocks": args.n_blocks} if args.n_blocks else {}
-    model, config = book_setup(args.model, epochs=args.epochs, seed=args.seed, compile=args.compile, **options)
+    model, config = book_setup(
+        args.model, epochs=args.epochs, seed=args.seed, compile=args.compile, **options
+    )
 
     t0 = time.perf_counter()
     ours = fit(model, data, config)
     ours_s = time.perf_counter() - t0
-    print(f"{args.model:<10} functional train/val {ours.train_accuracy:.4f}/{ours.val_accuracy:.4f} ({ours_s:.0f}s)", flush=True)
+    print(
+        f"{args.model:<10} functional train/val "
+        f"{ours.train_accuracy:.4f}/{ours.val_accuracy:.4f} ({ours_s:.0f}s)",
+        flush=True,
+    )
 
     t0 = time.perf_counter()
     torch.manual_seed(config.seed)
     twin = book_training_loop(model.module().to(device), data.train, replace(config, compile=False))
-    book = {"train_accuracy": module_accuracy(twin, data.train), "val_accuracy": module_accuracy(twin, data.val)}
+    book = {
+        "train_accuracy": module_accuracy(twin, data.train),
+        "val_accuracy": module_accuracy(twin, data.val),
+    }
     book_s = time.perf_counter() - t0
 
     row = {
-        "model": args.model, "epochs": args.epochs, "device": str(device),
+        "model": args.model,
+        "epochs": args.epochs,
+        "device": str(device),
         "functional": {**ours.summary(), "seconds": ours_s},
         "book_eager": {**book, "seconds": book_s},
         "val_difference": ours.val_accuracy - book["val_accuracy"],
     }
-    print(f"{args.model:<10} book eager {book['train_accuracy']:.4f}/{book['val_accuracy']:.4f} ({book_s:.0f}s)   "
-          f"val diff {row['val_difference']:+.4f}")
+    print(
+        f"{args.model:<10} book eager "
+        f"{book['train_accuracy']:.4f}/{book['val_accuracy']:.4f} ({book_s:.0f}s)   "
+        f"val diff {row['val_difference']:+.4f}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump(row, f, indent=2)

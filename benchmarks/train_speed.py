@@ -25,8 +25,12 @@ from ptm_func.train import book_setup, fit
 def time_book_loop(model, data, config) -> list[float]:
     seconds = []
     torch.manual_seed(config.seed)
-    book_training_loop(model.module().to(data.train.images.device), data.train, config,
-                       on_epoch=lambda epoch, loss, s: seconds.append(s))
+    book_training_loop(
+        model.module().to(data.train.images.device),
+        data.train,
+        config,
+        on_epoch=lambda epoch, loss, s: seconds.append(s),
+    )
     return seconds
 
 
@@ -43,16 +47,24 @@ def time_ensemble(model, data, config, replicas) -> tuple[list[float], int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", default="net")
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is warm-up)")
-    parser.add_argument("--modes", default="default", help="comma-separated compile modes for the functional step "
-                        "(default, reduce-overhead, max-autotune-no-cudagraphs, eager)")
+    parser.add_argument(
+        "--modes",
+        default="default",
+        help="comma-separated compile modes for the functional step "
+        "(default, reduce-overhead, max-autotune-no-cudagraphs, eager)",
+    )
     parser.add_argument("--n-blocks", type=int, default=None)
     parser.add_argument("--tied", action="store_true")
-    parser.add_argument("--replicas", type=int, default=0, help="also time K vmapped replicas (ensemble) against one")
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="also time K vmapped replicas (ensemble) against one"
+    )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
 
@@ -78,8 +90,10 @@ def main() -> None:
         rows[ensemble_row], peak = time_ensemble(model, data, mode_config(modes[0]), args.replicas)
 
     base = statistics.median(rows["book eager loop"][1:])
-    print(f"\n{args.model} on {device} ({torch.__version__}), batch {config.batch_size}, "
-          f"{len(data.train)} images, {args.epochs} epochs per run")
+    print(
+        f"\n{args.model} on {device} ({torch.__version__}), batch {config.batch_size}, "
+        f"{len(data.train)} images, {args.epochs} epochs per run"
+    )
     print(f"{'implementation':<44} {'first epoch s':>13} {'steady s/epoch':>15} {'speed-up':>9}")
     results = {}
     for name, seconds in rows.items():
@@ -89,12 +103,22 @@ def main() -> None:
     if peak is not None:
         single = results[f"functional, {modes[0]}"]["steady_s_per_epoch"]
         ensemble = results[ensemble_row]["steady_s_per_epoch"]
-        print(f"{args.replicas} replicas take {ensemble / single:.2f}x the time of one "
-              f"(peak memory {peak / 2**20:,.0f} MiB)")
-        results["ensemble"] = {"replicas": args.replicas, "time_vs_one": ensemble / single, "peak_memory_bytes": peak}
+        print(
+            f"{args.replicas} replicas take {ensemble / single:.2f}x the time of one "
+            f"(peak memory {peak / 2**20:,.0f} MiB)"
+        )
+        results["ensemble"] = {
+            "replicas": args.replicas,
+            "time_vs_one": ensemble / single,
+            "peak_memory_bytes": peak,
+        }
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"model": args.model, "device": str(device), "torch": torch.__version__, "results": results}, f, indent=2)
+            json.dump(
+                {"model": args.model, "device": str(device), "torch": torch.__version__, "results": results},
+                f,
+                indent=2,
+            )
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,16 +22,24 @@ from .training import Classes, DataDir, Device, parse_classes
 
 
 def compare(
-    models: Optional[list[str]] = typer.Argument(None, help=f"Variants to train (default: all of {', '.join(TRAINABLE_NAMES)})."),
-    data_dir: Optional[Path] = DataDir,
-    classes: Optional[str] = Classes,
-    epochs: Optional[int] = typer.Option(None, help="Epochs for every variant (book: 100)."),
-    seed: Optional[int] = typer.Option(None, help="The one seed all variants share (book: 123)."),
-    resdeep_blocks: Optional[int] = typer.Option(None, help="resdeep's n_blocks (book: 100)."),
+    models: list[str] | None = typer.Argument(
+        None, help=f"Variants to train (default: all of {', '.join(TRAINABLE_NAMES)})."
+    ),
+    data_dir: Path | None = DataDir,
+    classes: str | None = Classes,
+    epochs: int | None = typer.Option(None, help="Epochs for every variant (book: 100)."),
+    seed: int | None = typer.Option(None, help="The one seed all variants share (book: 123)."),
+    resdeep_blocks: int | None = typer.Option(None, help="resdeep's n_blocks (book: 100)."),
     device: str = Device,
-    book_quirks: bool = typer.Option(False, "--book-quirks", help="Unshuffled training, validation in train mode."),
-    json_out: Path = typer.Option(Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."),
-    chart: Path = typer.Option(Path("runs/compare.png"), "--chart", help="Where the bar chart goes (needs matplotlib)."),
+    book_quirks: bool = typer.Option(
+        False, "--book-quirks", help="Unshuffled training, validation in train mode."
+    ),
+    json_out: Path = typer.Option(
+        Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."
+    ),
+    chart: Path = typer.Option(
+        Path("runs/compare.png"), "--chart", help="Where the bar chart goes (needs matplotlib)."
+    ),
 ):
     """Train the book's variants with one seed and data; print the comparison, chart it.
 
@@ -59,17 +66,31 @@ def compare(
             progress = TrainingProgress(options.get("epochs", 100))
             console.print(f"[bold]{name}[/bold] ...", highlight=False)
             with progress.running():
-                rows += run_comparison([name], data, options, on_epoch=lambda s, ts, progress=progress: progress.on_epoch(s),
-                                       on_step=progress.on_step)
+                rows += run_comparison(
+                    [name],
+                    data,
+                    options,
+                    on_epoch=lambda s, ts, progress=progress: progress.on_epoch(s),
+                    on_step=progress.on_step,
+                )
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps({"data": data.source, "settings": overrides,
-                                        "rows": [asdict(r) for r in rows]}, indent=2))
+        json_out.write_text(
+            json.dumps(
+                {"data": data.source, "settings": overrides, "rows": [asdict(r) for r in rows]}, indent=2
+            )
+        )
     table = Table(title=f"chapter-8 comparison ({data.source}, seed {overrides.get('seed', 123)})")
     for column in ("variant", "book class", "params", "train acc", "val acc", "seconds"):
         table.add_column(column, justify="left" if column in ("variant", "book class") else "right")
     for r in rows:
-        table.add_row(r.variant, r.book_class, f"{r.params:,}", f"{r.train_accuracy:.4f}",
-                      f"{r.val_accuracy:.4f}", f"{r.seconds:.1f}")
+        table.add_row(
+            r.variant,
+            r.book_class,
+            f"{r.params:,}",
+            f"{r.train_accuracy:.4f}",
+            f"{r.val_accuracy:.4f}",
+            f"{r.seconds:.1f}",
+        )
     Console().print(table)
     typer.echo(f"table as JSON: {json_out}")
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -14,12 +13,18 @@ from .options import MODEL_HELP, NBlocks, NChans1, Tied
 
 
 def convert(
-    src: Path = typer.Argument(..., help="Input: a .pt state_dict (torch.save) or a .safetensors checkpoint."),
-    dst: Path = typer.Argument(..., help="Output: .safetensors for a .pt input, .pt for a .safetensors input."),
-    model: Optional[str] = typer.Option(None, "--model", help=MODEL_HELP + " Inferred from keys and shapes where unambiguous."),
-    n_chans1: Optional[int] = NChans1,
-    n_blocks: Optional[int] = NBlocks,
-    tied: Optional[bool] = Tied,
+    src: Path = typer.Argument(
+        ..., help="Input: a .pt state_dict (torch.save) or a .safetensors checkpoint."
+    ),
+    dst: Path = typer.Argument(
+        ..., help="Output: .safetensors for a .pt input, .pt for a .safetensors input."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help=MODEL_HELP + " Inferred from keys and shapes where unambiguous."
+    ),
+    n_chans1: int | None = NChans1,
+    n_blocks: int | None = NBlocks,
+    tied: bool | None = Tied,
 ):
     """Convert a book .pt file to a ptm_func checkpoint, or back.
 
@@ -29,9 +34,14 @@ def convert(
         kinds = (src.suffix.lower(), dst.suffix.lower())
         if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors")):
             given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}
-            converted = pt_to_safetensors(src, dst, model, **{k: v for k, v in given.items() if v is not None})
+            converted = pt_to_safetensors(
+                src, dst, model, **{k: v for k, v in given.items() if v is not None}
+            )
         elif kinds in ((".safetensors", ".pt"), (".safetensors", ".pth")):
             converted = safetensors_to_pt(src, dst, model)
         else:
-            raise UsageError(f"convert goes .pt -> .safetensors or .safetensors -> .pt, not {kinds[0] or src} -> {kinds[1] or dst}")
+            raise UsageError(
+                "convert goes .pt -> .safetensors or .safetensors -> .pt, "
+                f"not {kinds[0] or src} -> {kinds[1] or dst}"
+            )
     typer.echo(f"{src} -> {dst} ({converted.name}, {converted.config})")

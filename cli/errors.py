@@ -36,7 +36,7 @@ def friendly_errors():
         _fail(err, 1, hint=type(err) is RuntimeError)
     except KeyboardInterrupt:
         typer.echo("ptm: interrupted", err=True)
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None
 
 
 def _fail(err: Exception, code: int, hint: bool = False):

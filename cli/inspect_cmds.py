@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Optional
 
 import typer
 from rich.console import Console
@@ -23,9 +22,9 @@ from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
 
 def info(
     target: str = typer.Argument(..., help=MODEL_HELP + " Or a .safetensors checkpoint."),
-    n_chans1: Optional[int] = NChans1,
-    n_blocks: Optional[int] = NBlocks,
-    tied: Optional[bool] = Tied,
+    n_chans1: int | None = NChans1,
+    n_blocks: int | None = NBlocks,
+    tied: bool | None = Tied,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Show a model's parameter tensors, their shapes and counts, and the total.
@@ -59,13 +58,19 @@ def info(
     if summary["tied_keys"]:
         console.print(f"{summary['tied_keys']} more state_dict keys alias the shared block (tied)")
     if training:
-        shown = {k: training[k] for k in ("variant", "epochs_done", "train_accuracy", "val_accuracy", "classes") if k in training}
+        shown = {
+            k: training[k]
+            for k in ("variant", "epochs_done", "train_accuracy", "val_accuracy", "classes")
+            if k in training
+        }
         console.print(f"training: {shown}", soft_wrap=True)
 
 
 def predict(
     checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by ptm."),
-    images: list[Path] = typer.Argument(..., help="Image files (any size: resized and centre-cropped to 32x32)."),
+    images: list[Path] = typer.Argument(
+        ..., help="Image files (any size: resized and centre-cropped to 32x32)."
+    ),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
 ):

@@ -13,8 +13,7 @@ from .training import evaluate_checkpoint, train
 
 app = typer.Typer(
     help=(
-        "Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds).\n\n"
-        "Example: ptm info net"
+        "Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds).\n\nExample: ptm info net"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,

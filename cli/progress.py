@@ -46,7 +46,11 @@ class TrainingProgress:
         )
         with self._progress:
             self._task = self._progress.add_task(
-                "train", total=None, epoch=self.epoch + 1, epochs=self.epochs, last="first epoch (compiles the step if compiling)"
+                "train",
+                total=None,
+                epoch=self.epoch + 1,
+                epochs=self.epochs,
+                last="first epoch (compiles the step if compiling)",
             )
             yield self
         self._progress = None
@@ -60,7 +64,10 @@ class TrainingProgress:
         line = epoch_line(stats)
         if self._progress is not None:
             self._progress.console.print(line, highlight=False)
-            self._progress.update(self._task, completed=0, last=f"last: loss {stats.loss:.4f}, "
-                                  f"{stats.samples_per_second:,.0f} img/s")
+            self._progress.update(
+                self._task,
+                completed=0,
+                last=f"last: loss {stats.loss:.4f}, {stats.samples_per_second:,.0f} img/s",
+            )
         else:
             print(line, file=sys.stderr, flush=True)

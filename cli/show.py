@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -15,14 +14,16 @@ from ptm_func.predict import load_for_prediction
 from .errors import UsageError, friendly_errors
 from .training import DataDir
 
-show_app = typer.Typer(help="Render the chapter's illustrations to PNG.\n\nExample: ptm show conv bird.jpg", no_args_is_help=True)
+show_app = typer.Typer(
+    help="Render the chapter's illustrations to PNG.\n\nExample: ptm show conv bird.jpg", no_args_is_help=True
+)
 
 
 @show_app.command("conv")
 def conv(
-    image: Optional[Path] = typer.Argument(None, help="An image file (any size: fitted to 32x32)."),
-    index: Optional[int] = typer.Option(None, "--index", help="Use training image N of the dataset instead."),
-    data_dir: Optional[Path] = DataDir,
+    image: Path | None = typer.Argument(None, help="An image file (any size: fitted to 32x32)."),
+    index: int | None = typer.Option(None, "--index", help="Use training image N of the dataset instead."),
+    data_dir: Path | None = DataDir,
     seed: int = typer.Option(0, help="Seed of the random conv's weights."),
     out: Path = typer.Option(Path("runs/conv.png"), "--out", help="PNG to write."),
 ):

@@ -7,14 +7,13 @@ import json
 import signal
 from dataclasses import replace
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_checkpoint, save_run
-from ptm_func.ensemble import fit_ensemble
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
+from ptm_func.ensemble import fit_ensemble
 from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
 
 from .errors import UsageError, friendly_errors
@@ -22,40 +21,61 @@ from .options import NBlocks, NChans1, Tied
 from .progress import TrainingProgress
 
 DataDir = typer.Option(
-    None, "--data-dir",
+    None,
+    "--data-dir",
     help="ImageFolder root (train/<class>/*.jpg and test/ or val/), or a folder with "
     "cifar-10-batches-py. Default: CIFAR-10 downloaded into $PTM_DATA_DIR or ~/.cache/ptm_func.",
 )
-Classes = typer.Option(None, "--classes", help="Comma-separated classes, in label order (default airplane,bird).")
+Classes = typer.Option(
+    None, "--classes", help="Comma-separated classes, in label order (default airplane,bird)."
+)
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
 
 
-def parse_classes(classes: Optional[str]) -> Optional[list[str]]:
+def parse_classes(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 
 
 def train(
-    model: str = typer.Argument(..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty)."),
-    data_dir: Optional[Path] = DataDir,
-    classes: Optional[str] = Classes,
-    epochs: Optional[int] = typer.Option(None, help="Epochs (book: 100). With --resume: the new total."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size (book: 64)."),
-    lr: Optional[float] = typer.Option(None, help="Learning rate (book: 1e-2, resdeep 3e-3)."),
-    momentum: Optional[float] = typer.Option(None, help="SGD momentum (book: 0)."),
-    weight_decay: Optional[float] = typer.Option(None, help="SGD weight decay (book: 0)."),
-    l2: Optional[float] = typer.Option(None, "--l2", help="The book's L2 penalty lambda on the loss (l2 variant: 1e-3)."),
-    l1: Optional[float] = typer.Option(None, "--l1", help="L1 penalty lambda on the loss."),
-    seed: Optional[int] = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)."),
+    model: str = typer.Argument(
+        ..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty)."
+    ),
+    data_dir: Path | None = DataDir,
+    classes: str | None = Classes,
+    epochs: int | None = typer.Option(None, help="Epochs (book: 100). With --resume: the new total."),
+    batch_size: int | None = typer.Option(None, help="Batch size (book: 64)."),
+    lr: float | None = typer.Option(None, help="Learning rate (book: 1e-2, resdeep 3e-3)."),
+    momentum: float | None = typer.Option(None, help="SGD momentum (book: 0)."),
+    weight_decay: float | None = typer.Option(None, help="SGD weight decay (book: 0)."),
+    l2: float | None = typer.Option(
+        None, "--l2", help="The book's L2 penalty lambda on the loss (l2 variant: 1e-3)."
+    ),
+    l1: float | None = typer.Option(None, "--l1", help="L1 penalty lambda on the loss."),
+    seed: int | None = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)."),
     device: str = Device,
-    out: Optional[Path] = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
-    resume: Optional[Path] = typer.Option(None, help="Continue the run saved at this checkpoint, exactly where it stopped."),
-    checkpoint_every: int = typer.Option(0, help="Also save every N epochs (0: only at the end or on interruption)."),
-    replicas: int = typer.Option(1, help="Train K independently initialised copies at once (torch.func.vmap); replica r uses seed+r."),
-    compile: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, where it pays)."),
-    book_quirks: bool = typer.Option(False, "--book-quirks", help="Train unshuffled and validate in train mode, as the book's notebook did."),
-    n_chans1: Optional[int] = NChans1,
-    n_blocks: Optional[int] = NBlocks,
-    tied: Optional[bool] = Tied,
+    out: Path | None = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
+    resume: Path | None = typer.Option(
+        None, help="Continue the run saved at this checkpoint, exactly where it stopped."
+    ),
+    checkpoint_every: int = typer.Option(
+        0, help="Also save every N epochs (0: only at the end or on interruption)."
+    ),
+    replicas: int = typer.Option(
+        1, help="Train K independently initialised copies at once (torch.func.vmap); replica r uses seed+r."
+    ),
+    compile: bool | None = typer.Option(
+        None,
+        "--compile/--no-compile",
+        help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, where it pays).",
+    ),
+    book_quirks: bool = typer.Option(
+        False,
+        "--book-quirks",
+        help="Train unshuffled and validate in train mode, as the book's notebook did.",
+    ),
+    n_chans1: int | None = NChans1,
+    n_blocks: int | None = NBlocks,
+    tied: bool | None = Tied,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ):
     """Train a chapter-8 network with the functional step; save a safetensors checkpoint.
@@ -70,12 +90,23 @@ def train(
         if replicas < 1:
             raise UsageError(f"--replicas must be >= 1, got {replicas}")
         if replicas > 1 and (resume is not None or checkpoint_every):
-            raise UsageError("--replicas trains in one go: --resume and --checkpoint-every are for single runs")
+            raise UsageError(
+                "--replicas trains in one go: --resume and --checkpoint-every are for single runs"
+            )
         dev = resolve_device(device)
         given = dict(
-            epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
-            l2_lambda=l2, l1_lambda=l1, seed=seed, compile=compile,
-            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
+            epochs=epochs,
+            batch_size=batch_size,
+            lr=lr,
+            momentum=momentum,
+            weight_decay=weight_decay,
+            l2_lambda=l2,
+            l1_lambda=l1,
+            seed=seed,
+            compile=compile,
+            n_chans1=n_chans1,
+            n_blocks=n_blocks,
+            tied=tied,
         )
         given = {k: v for k, v in given.items() if v is not None}
         if book_quirks:
@@ -105,8 +136,11 @@ def train(
         typer.echo(f"loading data ({data_dir or 'CIFAR-10'}) onto {dev} ...", err=True)
         data = load_dataset(data_dir, parse_classes(classes), dev)
         facts = {
-            "variant": model, "classes": list(data.classes), "data": data.source,
-            "data_dir": str(data_dir) if data_dir else None, "device": str(dev),
+            "variant": model,
+            "classes": list(data.classes),
+            "data": data.source,
+            "data_dir": str(data_dir) if data_dir else None,
+            "device": str(dev),
         }
         where = f" from epoch {start.epoch} step {start.step_in_epoch}" if start else ""
         typer.echo(
@@ -126,8 +160,15 @@ def train(
 
         stop = _StopOnSignal()
         with stop.installed(), progress.running():
-            result = fit(net, data, config, start=start, on_epoch=on_epoch, on_step=progress.on_step,
-                         stop_requested=stop)
+            result = fit(
+                net,
+                data,
+                config,
+                start=start,
+                on_epoch=on_epoch,
+                on_step=progress.on_step,
+                stop_requested=stop,
+            )
         save_run(out, net, result.train_state, config, {**facts, **result.summary()})
     if result.interrupted:
         ts = result.train_state
@@ -151,30 +192,49 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
     """The --replicas path: vmap-train, save one checkpoint per replica, report mean +/- std."""
     stop = _StopOnSignal()
     with stop.installed(), progress.running():
-        result = fit_ensemble(net, data, config, replicas, on_epoch=progress.on_epoch,
-                              on_step=progress.on_step, stop_requested=stop)
+        result = fit_ensemble(
+            net,
+            data,
+            config,
+            replicas,
+            on_epoch=progress.on_epoch,
+            on_step=progress.on_step,
+            stop_requested=stop,
+        )
     paths = []
-    for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas)):
+    for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas, strict=True)):
         path = out.with_name(f"{out.name.removesuffix('.safetensors')}-r{r}.safetensors")
-        replica_facts = {**facts, "config": config_dict(replace(config, seed=seed)), "replica": r,
-                         "epochs_done": ts.epoch}
+        replica_facts = {
+            **facts,
+            "config": config_dict(replace(config, seed=seed)),
+            "replica": r,
+            "epochs_done": ts.epoch,
+        }
         if not result.interrupted:
             replica_facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
         paths.append(str(save_checkpoint(path, net, ts.params, ts.state, replica_facts)))
     if result.interrupted:
-        typer.echo(f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
-                   f"({', '.join(paths)}). Ensembles do not resume.", err=True)
+        typer.echo(
+            f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
+            f"({', '.join(paths)}). Ensembles do not resume.",
+            err=True,
+        )
         raise typer.Exit(128 + stop.signal)
     summary = {"model": variant, "checkpoints": paths, **result.summary()}
     if as_json:
         typer.echo(json.dumps(summary))
         return
     for r, path in enumerate(paths):
-        typer.echo(f"replica {r} (seed {result.seeds[r]}): train {result.train_accuracy[r]:.4f}, "
-                   f"val {result.val_accuracy[r]:.4f}  {path}")
+        typer.echo(
+            f"replica {r} (seed {result.seeds[r]}): train {result.train_accuracy[r]:.4f}, "
+            f"val {result.val_accuracy[r]:.4f}  {path}"
+        )
     tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
-    typer.echo(f"{variant} x{replicas}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val {va['mean']:.4f} "
-               f"+/- {va['std']:.4f} ({result.seconds:.1f}s, peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)")
+    typer.echo(
+        f"{variant} x{replicas}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val {va['mean']:.4f} "
+        f"+/- {va['std']:.4f} ({result.seconds:.1f}s, "
+        f"peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)"
+    )
 
 
 class _StopOnSignal:
@@ -204,8 +264,8 @@ class _StopOnSignal:
 
 def evaluate_checkpoint(
     checkpoint: Path = typer.Argument(..., help="A .safetensors file written by ptm."),
-    data_dir: Optional[Path] = DataDir,
-    classes: Optional[str] = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
+    data_dir: Path | None = DataDir,
+    classes: str | None = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
     device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
@@ -221,8 +281,13 @@ def evaluate_checkpoint(
         m = ckpt.model
         train_acc = evaluate(m, ckpt.params, ckpt.state, data.train)
         val_acc = evaluate(m, ckpt.params, ckpt.state, data.val)
-    result = {"checkpoint": str(checkpoint), "model": m.name, "config": m.config,
-              "train_accuracy": train_acc, "val_accuracy": val_acc}
+    result = {
+        "checkpoint": str(checkpoint),
+        "model": m.name,
+        "config": m.config,
+        "train_accuracy": train_acc,
+        "val_accuracy": val_acc,
+    }
     if as_json:
         typer.echo(json.dumps(result))
     else:

@@ -1,9 +1,9 @@
 """ptm_func: the chapter-8 CNNs of "Deep Learning with PyTorch" as pure functions.
 
-    from ptm_func import get_model
-    model = get_model("res")
-    params, state = model.init(seed=123)
-    logits, state = model.apply(params, state, x, train=False)
+from ptm_func import get_model
+model = get_model("res")
+params, state = model.init(seed=123)
+logits, state = model.apply(params, state, x, train=False)
 """
 
 from . import rng

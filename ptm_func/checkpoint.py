@@ -86,7 +86,9 @@ def check_writable(path: str | Path) -> None:
         raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
 
 
-def read_safetensors(path: str | Path, device: torch.device | str = "cpu") -> tuple[dict[str, Tensor], dict[str, str]]:
+def read_safetensors(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[dict[str, Tensor], dict[str, str]]:
     """Read every tensor (onto `device`) and the metadata, with clear errors."""
     path = Path(path)
     if not path.exists():
@@ -98,7 +100,9 @@ def read_safetensors(path: str | Path, device: torch.device | str = "cpu") -> tu
             metadata = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
     except (SafetensorError, OSError, RuntimeError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a readable safetensors file (truncated or corrupt?): {err}") from None
+        raise CheckpointError(
+            f"{path} is not a readable safetensors file (truncated or corrupt?): {err}"
+        ) from None
     return tensors, metadata
 
 
@@ -113,7 +117,9 @@ def load_checkpoint(
             "import plain state_dicts with `ptm convert IN OUT --model NAME`"
         )
     if metadata.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(f"{path} is format version {metadata.get('format_version')}; this ptm_func reads {FORMAT_VERSION}")
+        raise CheckpointError(
+            f"{path} is format version {metadata.get('format_version')}; this ptm_func reads {FORMAT_VERSION}"
+        )
     if expect_model is not None and metadata["model"] != expect_model:
         raise CheckpointError(f"{path} holds a {metadata['model']!r} model, not {expect_model!r}")
     try:
@@ -139,11 +145,16 @@ def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -
         if key in expected:
             want = expected[key]
             if tuple(value.shape) != tuple(want.shape):
-                problems.append(f"{key} has shape {tuple(value.shape)}, {model.name} {model.config} needs {tuple(want.shape)}")
+                problems.append(
+                    f"{key} has shape {tuple(value.shape)}, "
+                    f"{model.name} {model.config} needs {tuple(want.shape)}"
+                )
             elif value.dtype != want.dtype:
                 problems.append(f"{key} is {value.dtype}, expected {want.dtype}")
     if problems:
-        raise CheckpointError(f"{source} does not fit {model.name} {model.config}: " + "; ".join(problems[:4]))
+        raise CheckpointError(
+            f"{source} does not fit {model.name} {model.config}: " + "; ".join(problems[:4])
+        )
 
 
 def _expected_tensors(model: Model) -> dict[str, Tensor]:
@@ -169,9 +180,16 @@ def training_state_path(path: str | Path) -> Path:
     return path.with_name(path.name.removesuffix(".safetensors") + ".train.safetensors")
 
 
-def save_run(path: str | Path, model: Model, ts: TrainState, config: TrainConfig, facts: dict[str, Any]) -> Path:
+def save_run(
+    path: str | Path, model: Model, ts: TrainState, config: TrainConfig, facts: dict[str, Any]
+) -> Path:
     """Save the weights at `path` and everything needed to resume beside it."""
-    progress = {"epoch": ts.epoch, "step_in_epoch": ts.step_in_epoch, "loss_sum": ts.loss_sum, "correct": ts.correct}
+    progress = {
+        "epoch": ts.epoch,
+        "step_in_epoch": ts.step_in_epoch,
+        "loss_sum": ts.loss_sum,
+        "correct": ts.correct,
+    }
     training = {**facts, "config": asdict(config), "progress": progress}
     tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
     tensors["step"] = ts.opt_state.step
@@ -183,12 +201,16 @@ def save_run(path: str | Path, model: Model, ts: TrainState, config: TrainConfig
     return save_checkpoint(path, model, ts.params, ts.state, training)
 
 
-def load_run(path: str | Path, device: torch.device | str = "cpu") -> tuple[Checkpoint, TrainState, TrainConfig]:
+def load_run(
+    path: str | Path, device: torch.device | str = "cpu"
+) -> tuple[Checkpoint, TrainState, TrainConfig]:
     """Load a run saved by `save_run` to continue it."""
     ckpt = load_checkpoint(path, device)
     side = training_state_path(path)
     if not side.exists():
-        raise CheckpointError(f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed")
+        raise CheckpointError(
+            f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed"
+        )
     tensors, metadata = read_safetensors(side, device)
     if metadata.get("format") != TRAIN_FORMAT or metadata.get("model") != ckpt.model.name:
         raise CheckpointError(f"{side} is not the training state of {path}")
@@ -198,7 +220,12 @@ def load_run(path: str | Path, device: torch.device | str = "cpu") -> tuple[Chec
     progress = training["progress"]
     momentum = {k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")}
     ts = TrainState(
-        ckpt.params, ckpt.state, SGDState(momentum, tensors["step"]),
-        progress["epoch"], progress["step_in_epoch"], progress["loss_sum"], progress["correct"],
+        ckpt.params,
+        ckpt.state,
+        SGDState(momentum, tensors["step"]),
+        progress["epoch"],
+        progress["step_in_epoch"],
+        progress["loss_sum"],
+        progress["correct"],
     )
     return ckpt, ts, TrainConfig(**training["config"])

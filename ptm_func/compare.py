@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from .data import Dataset
 from .summary import parameter_summary
@@ -38,6 +39,14 @@ def compare(
             on_start(name)
         t0 = time.perf_counter()
         result = fit(model, data, config, on_epoch=on_epoch, on_step=on_step)
-        rows.append(ComparisonRow(name, model.book_class, parameter_summary(model)["total"],
-                                  result.train_accuracy, result.val_accuracy, time.perf_counter() - t0))
+        rows.append(
+            ComparisonRow(
+                name,
+                model.book_class,
+                parameter_summary(model)["total"],
+                result.train_accuracy,
+                result.val_accuracy,
+                time.perf_counter() - t0,
+            )
+        )
     return rows

@@ -23,7 +23,9 @@ def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
-        raise CheckpointError(f"{path} is not a loadable torch state_dict (truncated, corrupt or unsafe?): {err}") from None
+        raise CheckpointError(
+            f"{path} is not a loadable torch state_dict (truncated, corrupt or unsafe?): {err}"
+        ) from None
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
@@ -41,8 +43,14 @@ def infer_config(name: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
         config["n_blocks"] = max(blocks) + 1 if blocks else 0
         first, last = "resblocks.0.conv.weight", f"resblocks.{config['n_blocks'] - 1}.conv.weight"
         # torch.save keeps the book's sharing; equal weights in different blocks mean tied too
-        config["tied"] = config["n_blocks"] > 1 and first in tensors and last in tensors and (
-            tensors[first].data_ptr() == tensors[last].data_ptr() or torch.equal(tensors[first], tensors[last])
+        config["tied"] = (
+            config["n_blocks"] > 1
+            and first in tensors
+            and last in tensors
+            and (
+                tensors[first].data_ptr() == tensors[last].data_ptr()
+                or torch.equal(tensors[first], tensors[last])
+            )
         )
     return config
 
@@ -57,12 +65,12 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
     if "conv3.weight" in keys:
         candidates = ["depth", "res"]
     elif "conv2.weight" in keys:
-        candidates = ["net", "width", "dropout"] if tensors["conv1.weight"].shape[0] == 16 else ["width", "dropout"]
+        candidates = (
+            ["net", "width", "dropout"] if tensors["conv1.weight"].shape[0] == 16 else ["width", "dropout"]
+        )
     else:
         raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
-    raise CheckpointError(
-        f"the keys and shapes fit {' and '.join(candidates)} alike; say which with --model"
-    )
+    raise CheckpointError(f"the keys and shapes fit {' and '.join(candidates)} alike; say which with --model")
 
 
 def model_for_state_dict(tensors: dict[str, Tensor], name: str | None = None, **config: Any) -> Model:

@@ -18,7 +18,9 @@ def resolve_device(name: str) -> torch.device:
     except RuntimeError:
         raise DeviceError(f"unknown device {name!r}; use auto, cpu or cuda") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise DeviceError("--device cuda was asked for, but no CUDA device is available here; use --device cpu")
+        raise DeviceError(
+            "--device cuda was asked for, but no CUDA device is available here; use --device cpu"
+        )
     if device.type not in ("cpu", "cuda"):
         raise DeviceError(f"unsupported device {name!r}; use auto, cpu or cuda")
     return device

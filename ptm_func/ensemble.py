@@ -9,16 +9,17 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from . import rng
 from .data import Dataset
-from .train import EpochStats, TrainConfig, TrainState, build_step, epoch_order, evaluate, init_train_state
 from .registry import Model
+from .train import EpochStats, TrainConfig, TrainState, build_step, epoch_order, evaluate, init_train_state
 
 
 def stack(trees: list[Any]) -> Any:
@@ -95,7 +96,9 @@ def fit_ensemble(
     device = data.train.images.device
     seeds = [config.seed + r for r in range(replicas)]
     starts = [init_train_state(model, replace(config, seed=s), device) for s in seeds]
-    params, state, opt_state = (stack([getattr(ts, f) for ts in starts]) for f in ("params", "state", "opt_state"))
+    params, state, opt_state = (
+        stack([getattr(ts, f) for ts in starts]) for f in ("params", "state", "opt_state")
+    )
     step = build_step(model, config, device, vmapped=True)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -128,8 +131,14 @@ def fit_ensemble(
         if result.interrupted:
             break
         seconds = time.perf_counter() - t0
-        stats = EpochStats(epoch + 1, config.epochs, loss_sum.mean().item() / n_batches,
-                           correct.float().mean().item() / n, seconds, replicas * n / seconds)
+        stats = EpochStats(
+            epoch + 1,
+            config.epochs,
+            loss_sum.mean().item() / n_batches,
+            correct.float().mean().item() / n,
+            seconds,
+            replicas * n / seconds,
+        )
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats)

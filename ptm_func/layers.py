@@ -76,9 +76,7 @@ def flatten(x: Tensor) -> Tensor:
     return rearrange(x, "n c h w -> n (c h w)")
 
 
-def batch_norm(
-    params: Params, state: State, prefix: str, x: Tensor, *, train: bool
-) -> tuple[Tensor, State]:
+def batch_norm(params: Params, state: State, prefix: str, x: Tensor, *, train: bool) -> tuple[Tensor, State]:
     """Normalise NCHW `x`; in training, return updated running stats instead of mutating.
 
     Follows torch.nn.BatchNorm2d: batch statistics with the biased variance for the output,

@@ -167,9 +167,7 @@ def resdeep_aliases(n_blocks: int, tied: bool) -> dict[str, str]:
         "batch_norm.running_var",
         "batch_norm.num_batches_tracked",
     )
-    return {
-        f"resblocks.{i}.{s}": f"resblocks.0.{s}" for i in range(1, n_blocks) for s in suffixes
-    }
+    return {f"resblocks.{i}.{s}": f"resblocks.0.{s}" for i in range(1, n_blocks) for s in suffixes}
 
 
 def init_resdeep(

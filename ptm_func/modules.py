@@ -135,7 +135,7 @@ class NetRes(nn.Module):
 
 class ResBlock(nn.Module):
     def __init__(self, n_chans):
-        super(ResBlock, self).__init__()
+        super().__init__()
         self.conv = nn.Conv2d(n_chans, n_chans, kernel_size=3, padding=1, bias=False)
         self.batch_norm = nn.BatchNorm2d(num_features=n_chans)
         torch.nn.init.kaiming_normal_(self.conv.weight, nonlinearity="relu")

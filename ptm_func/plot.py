@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -21,7 +21,9 @@ def _pyplot():
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        raise PlotUnavailable("matplotlib is not installed: pip install 'ptm_func[plot]' to draw charts") from None
+        raise PlotUnavailable(
+            "matplotlib is not installed: pip install 'ptm_func[plot]' to draw charts"
+        ) from None
     return plt
 
 
@@ -46,7 +48,7 @@ def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], pa
     """Rows of (input title, input, output title, output) grey images, side by side."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(panels), 2, figsize=(6, 2.6 * len(panels)), dpi=100, squeeze=False)
-    for (left_title, left, right_title, right), (ax_l, ax_r) in zip(panels, axes):
+    for (left_title, left, right_title, right), (ax_l, ax_r) in zip(panels, axes, strict=True):
         for ax, title, image in ((ax_l, left_title, left), (ax_r, right_title, right)):
             ax.imshow(image.detach().cpu().numpy(), cmap="gray")
             ax.set_title(title, fontsize=9)

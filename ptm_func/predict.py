@@ -33,7 +33,9 @@ def load_for_prediction(path: str | Path) -> tuple[torch.Tensor, str]:
 
 
 @torch.no_grad()
-def predict(model: Model, params: Params, state: State, paths: list[str | Path], classes: list[str]) -> list[Prediction]:
+def predict(
+    model: Model, params: Params, state: State, paths: list[str | Path], classes: list[str]
+) -> list[Prediction]:
     """Eval-mode class probabilities for each image file."""
     if not paths:
         return []
@@ -45,8 +47,15 @@ def predict(model: Model, params: Params, state: State, paths: list[str | Path],
         raise ValueError(f"the model has {logits.shape[1]} outputs but {len(classes)} class names")
     probs = torch.softmax(logits, dim=1).cpu()
     out = []
-    for path, (_, note), p in zip(paths, loaded, probs):
+    for path, (_, note), p in zip(paths, loaded, probs, strict=True):
         best = int(p.argmax())
-        out.append(Prediction(str(path), classes[best], float(p[best]),
-                              {c: float(v) for c, v in zip(classes, p)}, note))
+        out.append(
+            Prediction(
+                str(path),
+                classes[best],
+                float(p[best]),
+                {c: float(v) for c, v in zip(classes, p, strict=True)},
+                note,
+            )
+        )
     return out

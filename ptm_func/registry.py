@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -37,33 +38,60 @@ class _Spec:
 
 _SPECS: dict[str, _Spec] = {
     "net": _Spec(
-        functools.partial(models.init_width, n_chans1=16), models.apply_width,
-        modules.Net, {}, "Net", "two conv-tanh-pool stages (16, 8 channels) and two linear layers",
+        functools.partial(models.init_width, n_chans1=16),
+        models.apply_width,
+        modules.Net,
+        {},
+        "Net",
+        "two conv-tanh-pool stages (16, 8 channels) and two linear layers",
     ),
     "width": _Spec(
-        models.init_width, models.apply_width, modules.NetWidth, {"n_chans1": 32},
-        "NetWidth", "Net with n_chans1 channels in the first conv",
+        models.init_width,
+        models.apply_width,
+        modules.NetWidth,
+        {"n_chans1": 32},
+        "NetWidth",
+        "Net with n_chans1 channels in the first conv",
     ),
     "dropout": _Spec(
-        models.init_width, models.apply_dropout, modules.NetDropout, {"n_chans1": 32},
-        "NetDropout", "NetWidth with Dropout2d(p=0.4) after each pooling",
+        models.init_width,
+        models.apply_dropout,
+        modules.NetDropout,
+        {"n_chans1": 32},
+        "NetDropout",
+        "NetWidth with Dropout2d(p=0.4) after each pooling",
     ),
     "batchnorm": _Spec(
-        models.init_batchnorm, models.apply_batchnorm, modules.NetBatchNorm, {"n_chans1": 32},
-        "NetBatchNorm", "NetWidth with BatchNorm2d after each conv",
+        models.init_batchnorm,
+        models.apply_batchnorm,
+        modules.NetBatchNorm,
+        {"n_chans1": 32},
+        "NetBatchNorm",
+        "NetWidth with BatchNorm2d after each conv",
     ),
     "depth": _Spec(
-        models.init_depth, models.apply_depth, modules.NetDepth, {"n_chans1": 32},
-        "NetDepth", "three conv-relu-pool stages",
+        models.init_depth,
+        models.apply_depth,
+        modules.NetDepth,
+        {"n_chans1": 32},
+        "NetDepth",
+        "three conv-relu-pool stages",
     ),
     "res": _Spec(
-        models.init_depth, models.apply_res, modules.NetRes, {"n_chans1": 32},
-        "NetRes", "NetDepth with a skip connection around conv3",
+        models.init_depth,
+        models.apply_res,
+        modules.NetRes,
+        {"n_chans1": 32},
+        "NetRes",
+        "NetDepth with a skip connection around conv3",
     ),
     "resdeep": _Spec(
-        models.init_resdeep, models.apply_resdeep, modules.NetResDeep,
+        models.init_resdeep,
+        models.apply_resdeep,
+        modules.NetResDeep,
         {"n_chans1": 32, "n_blocks": 100, "tied": False},
-        "NetResDeep", "n_blocks residual blocks (conv-BN-relu + skip); tied=True is the book's shared block",
+        "NetResDeep",
+        "n_blocks residual blocks (conv-BN-relu + skip); tied=True is the book's shared block",
         apply_options=("n_blocks", "tied"),
     ),
 }
@@ -125,9 +153,7 @@ class Model:
 def get_model(name: str, **config: Any) -> Model:
     """Look a model up by CLI name; `config` overrides its defaults (e.g. n_blocks=10)."""
     if name not in _SPECS:
-        raise UnknownModelError(
-            f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}"
-        )
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     spec = _SPECS[name]
     unknown = set(config) - set(spec.defaults)
     if unknown:

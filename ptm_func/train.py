@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -287,8 +288,14 @@ def fit(
         seconds = time.perf_counter() - t0
         steps_run = n_batches - ts.step_in_epoch
         ts = result.train_state = TrainState(params, state, opt_state, ts.epoch + 1)
-        stats = EpochStats(ts.epoch, config.epochs, loss, correct.item() / n, seconds,
-                           steps_run * config.batch_size / seconds)
+        stats = EpochStats(
+            ts.epoch,
+            config.epochs,
+            loss,
+            correct.item() / n,
+            seconds,
+            steps_run * config.batch_size / seconds,
+        )
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)

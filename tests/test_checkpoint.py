@@ -83,8 +83,9 @@ def test_book_pt_file_converts_and_evaluates_identically(name, config, images, t
     torch.save(book.state_dict(), tmp_path / "book.pt")  # what the book's code writes
 
     inferable = name in ("batchnorm", "resdeep")
-    converted = pt_to_safetensors(tmp_path / "book.pt", tmp_path / "ours.safetensors",
-                                  None if inferable else name)
+    converted = pt_to_safetensors(
+        tmp_path / "book.pt", tmp_path / "ours.safetensors", None if inferable else name
+    )
     assert converted == model
     ckpt = load_checkpoint(tmp_path / "ours.safetensors")
     logits, _ = ckpt.model.apply(ckpt.params, ckpt.state, images, train=False)
@@ -171,7 +172,9 @@ def test_resumed_run_is_bitwise_equal_to_an_uninterrupted_one(stop_after_steps, 
     full = fit(model, data, config)
 
     calls = []
-    stopped = fit(model, data, config, stop_requested=lambda: calls.append(1) or len(calls) >= stop_after_steps)
+    stopped = fit(
+        model, data, config, stop_requested=lambda: calls.append(1) or len(calls) >= stop_after_steps
+    )
     assert stopped.interrupted
     path = save_run(tmp_path / "run.safetensors", model, stopped.train_state, config, {"variant": "dropout"})
     assert training_state_path(path).exists()

@@ -57,8 +57,23 @@ def test_help_shows_examples():
 
 def test_train_then_eval_json(image_folder, tmp_path):
     out = tmp_path / "net.safetensors"
-    result = invoke("train", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
-                    "--epochs", "2", "--batch-size", "16", "--device", "cpu", "--out", str(out), "--json")
+    result = invoke(
+        "train",
+        "net",
+        "--data-dir",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["checkpoint"] == str(out) and summary["epochs_done"] == 2
@@ -132,8 +147,24 @@ def is_png(path):
 @pytest.fixture(scope="module")
 def trained(image_folder, tmp_path_factory):
     out = tmp_path_factory.mktemp("run") / "net.safetensors"
-    result = invoke("train", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
-                    "--epochs", "3", "--batch-size", "8", "--lr", "0.05", "--device", "cpu", "--out", str(out))
+    result = invoke(
+        "train",
+        "net",
+        "--data-dir",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+        "--lr",
+        "0.05",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+    )
     assert result.exit_code == 0, result.output
     return out
 
@@ -164,9 +195,23 @@ def test_info_on_a_checkpoint_shows_training_facts(trained):
 
 
 def test_compare_writes_table_json_and_chart(image_folder, tmp_path):
-    result = invoke("compare", "net", "l2", "--data-dir", str(image_folder), "--classes", "airplane,bird",
-                    "--epochs", "1", "--device", "cpu", "--json-out", str(tmp_path / "c.json"),
-                    "--chart", str(tmp_path / "c.png"))
+    result = invoke(
+        "compare",
+        "net",
+        "l2",
+        "--data-dir",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--json-out",
+        str(tmp_path / "c.json"),
+        "--chart",
+        str(tmp_path / "c.png"),
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "c.json").read_text())["rows"]
     assert [r["variant"] for r in rows] == ["net", "l2"] and rows[0]["params"] == 18090
@@ -181,19 +226,36 @@ def test_compare_without_matplotlib_still_prints_the_table(image_folder, tmp_pat
         raise ptm_func.plot.PlotUnavailable("matplotlib is not installed: pip install 'ptm_func[plot]'")
 
     monkeypatch.setattr(ptm_func.plot, "_pyplot", missing)
-    result = invoke("compare", "net", "--data-dir", str(image_folder), "--classes", "airplane,bird",
-                    "--epochs", "1", "--device", "cpu", "--json-out", str(tmp_path / "c.json"),
-                    "--chart", str(tmp_path / "c.png"))
+    result = invoke(
+        "compare",
+        "net",
+        "--data-dir",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--epochs",
+        "1",
+        "--device",
+        "cpu",
+        "--json-out",
+        str(tmp_path / "c.json"),
+        "--chart",
+        str(tmp_path / "c.png"),
+    )
     assert result.exit_code == 0
     assert "no chart: matplotlib is not installed" in result.stderr
     assert "18,090" in result.stdout and not (tmp_path / "c.png").exists()
 
 
 def test_show_conv_from_file_and_index(image_folder, tmp_path):
-    from_file = invoke("show", "conv", str(image_folder / "test" / "cat" / "0001.png"), "--out", str(tmp_path / "a.png"))
+    from_file = invoke(
+        "show", "conv", str(image_folder / "test" / "cat" / "0001.png"), "--out", str(tmp_path / "a.png")
+    )
     assert from_file.exit_code == 0, from_file.output
     assert is_png(tmp_path / "a.png")
-    from_index = invoke("show", "conv", "--index", "3", "--data-dir", str(image_folder), "--out", str(tmp_path / "b.png"))
+    from_index = invoke(
+        "show", "conv", "--index", "3", "--data-dir", str(image_folder), "--out", str(tmp_path / "b.png")
+    )
     assert from_index.exit_code == 0, from_index.output
     assert is_png(tmp_path / "b.png")
     neither = invoke("show", "conv")
@@ -228,19 +290,43 @@ def test_show_conv_help_shows_an_example():
 
 def test_train_replicas_saves_each_and_reports_spread(image_folder, tmp_path):
     out = tmp_path / "net.safetensors"
-    result = invoke("train", "net", "--replicas", "2", "--data-dir", str(image_folder), "--classes",
-                    "airplane,bird", "--epochs", "1", "--batch-size", "16", "--device", "cpu",
-                    "--out", str(out), "--json")
+    result = invoke(
+        "train",
+        "net",
+        "--replicas",
+        "2",
+        "--data-dir",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "16",
+        "--device",
+        "cpu",
+        "--out",
+        str(out),
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["seeds"] == [123, 124] and len(summary["val_accuracy"]) == 2
-    assert summary["checkpoints"] == [str(tmp_path / "net-r0.safetensors"), str(tmp_path / "net-r1.safetensors")]
+    assert summary["checkpoints"] == [
+        str(tmp_path / "net-r0.safetensors"),
+        str(tmp_path / "net-r1.safetensors"),
+    ]
     info = json.loads(invoke("info", summary["checkpoints"][1], "--json").stdout)
     assert info["training"]["config"]["seed"] == 124 and info["training"]["replica"] == 1
 
 
-@pytest.mark.parametrize("extra,needle", [(("--replicas", "0"), "--replicas must be >= 1"),
-                                          (("--replicas", "2", "--checkpoint-every", "1"), "single runs")])
+@pytest.mark.parametrize(
+    "extra,needle",
+    [
+        (("--replicas", "0"), "--replicas must be >= 1"),
+        (("--replicas", "2", "--checkpoint-every", "1"), "single runs"),
+    ],
+)
 def test_train_replicas_errors(extra, needle):
     result = invoke("train", "net", *extra)
     assert result.exit_code == 2 and needle in result.output

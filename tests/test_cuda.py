@@ -21,8 +21,11 @@ def random_data(device) -> Dataset:
 def test_compiled_cuda_fit_matches_eager_cuda_and_cpu(name, mode="reduce-overhead"):
     model, config = book_setup(name, epochs=2, batch_size=32, compile=False)
     eager = fit(model, random_data("cuda"), config)
-    compiled = fit(model, random_data("cuda"),
-                   replace(config, compile=True, compile_mode=None if mode == "default" else mode))
+    compiled = fit(
+        model,
+        random_data("cuda"),
+        replace(config, compile=True, compile_mode=None if mode == "default" else mode),
+    )
     cpu = fit(model, random_data("cpu"), config)
     for key in eager.params:
         torch.testing.assert_close(compiled.params[key], eager.params[key], rtol=1e-3, atol=1e-4, msg=key)

@@ -2,9 +2,9 @@
 
 import pytest
 import torch
-from tests.conftest import write_png
 
 from ptm_func.data import BOOK_MEAN, BOOK_STD, DataError, load_dataset
+from tests.conftest import write_png
 
 
 def test_image_folder_loads_normalised_nchw(image_folder):
@@ -16,8 +16,9 @@ def test_image_folder_loads_normalised_nchw(image_folder):
     # bird (class index 1 in the generator) has a bright green channel: it is label 0 here
     green = data.train.images[:40, 1] * BOOK_STD[1] + BOOK_MEAN[1]
     assert green.mean() > 0.55
-    raw_max = (data.train.images * torch.tensor(BOOK_STD).view(1, 3, 1, 1)
-               + torch.tensor(BOOK_MEAN).view(1, 3, 1, 1)).max()
+    raw_max = (
+        data.train.images * torch.tensor(BOOK_STD).view(1, 3, 1, 1) + torch.tensor(BOOK_MEAN).view(1, 3, 1, 1)
+    ).max()
     assert raw_max <= 1.0 + 1e-5
 
 

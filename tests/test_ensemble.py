@@ -29,7 +29,9 @@ def test_two_replicas_match_two_separate_runs(name):
         for key in alone.state:
             torch.testing.assert_close(ours.state[key], alone.state[key], rtol=1e-4, atol=1e-5, msg=key)
         assert ensemble.val_accuracy[r] == pytest.approx(alone.val_accuracy, abs=1 / 64 + 1e-9)
-    assert not torch.equal(ensemble.replicas[0].params["fc2.weight"], ensemble.replicas[1].params["fc2.weight"])
+    assert not torch.equal(
+        ensemble.replicas[0].params["fc2.weight"], ensemble.replicas[1].params["fc2.weight"]
+    )
     summary = ensemble.summary()
     assert summary["replicas"] == 2 and summary["peak_memory_bytes"] > 0
 
@@ -37,7 +39,9 @@ def test_two_replicas_match_two_separate_runs(name):
 def test_compiled_ensemble_matches_eager_ensemble():
     model, config = book_setup("net", epochs=1, batch_size=16, compile=False)
     eager = fit_ensemble(model, random_data(), config, replicas=2)
-    compiled = fit_ensemble(model, random_data(), TrainConfig(**{**config.__dict__, "compile": True}), replicas=2)
+    compiled = fit_ensemble(
+        model, random_data(), TrainConfig(**{**config.__dict__, "compile": True}), replicas=2
+    )
     for r in range(2):
         for key, value in eager.replicas[r].params.items():
             torch.testing.assert_close(compiled.replicas[r].params[key], value, rtol=1e-4, atol=1e-5)

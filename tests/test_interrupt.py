@@ -10,8 +10,22 @@ import torch
 
 from ptm_func.checkpoint import load_checkpoint
 
-ARGS = ["--data-dir", "", "--classes", "airplane,bird", "--epochs", "60", "--batch-size", "8",
-        "--device", "cpu", "--no-compile", "--momentum", "0.9", "--json"]
+ARGS = [
+    "--data-dir",
+    "",
+    "--classes",
+    "airplane,bird",
+    "--epochs",
+    "60",
+    "--batch-size",
+    "8",
+    "--device",
+    "cpu",
+    "--no-compile",
+    "--momentum",
+    "0.9",
+    "--json",
+]
 
 
 def ptm(*args):
@@ -27,8 +41,13 @@ def run_args(image_folder, out):
 def test_sigterm_saves_and_resume_matches_uninterrupted(image_folder, tmp_path):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     interrupted = tmp_path / "interrupted.safetensors"
-    proc = subprocess.Popen(ptm(*run_args(image_folder, interrupted)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen(
+        ptm(*run_args(image_folder, interrupted)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     for line in proc.stderr:  # wait until training is under way
         if "epoch   2/60" in line or time.time() > deadline:
@@ -40,13 +59,19 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(image_folder, tmp_path):
     ckpt = load_checkpoint(interrupted)
     assert ckpt.training["progress"]["epoch"] < 60
 
-    resumed = subprocess.run(ptm("train", "dropout", "--resume", str(interrupted), "--device", "cpu",
-                                 "--no-compile"), capture_output=True, text=True, env=env, timeout=300)
+    resumed = subprocess.run(
+        ptm("train", "dropout", "--resume", str(interrupted), "--device", "cpu", "--no-compile"),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
 
     straight = tmp_path / "straight.safetensors"
-    full = subprocess.run(ptm(*run_args(image_folder, straight)), capture_output=True, text=True,
-                          env=env, timeout=300)
+    full = subprocess.run(
+        ptm(*run_args(image_folder, straight)), capture_output=True, text=True, env=env, timeout=300
+    )
     assert full.returncode == 0, full.stderr
 
     a, b = load_checkpoint(interrupted), load_checkpoint(straight)

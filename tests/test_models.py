@@ -69,8 +69,9 @@ def test_net_per_tensor_counts_and_tied_resdeep_count():
 
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-@pytest.mark.parametrize("name,config", [c for c in CONFIGS if c[0] != "dropout"],
-                         ids=[i for i in IDS if i != "dropout"])
+@pytest.mark.parametrize(
+    "name,config", [c for c in CONFIGS if c[0] != "dropout"], ids=[i for i in IDS if i != "dropout"]
+)
 def test_apply_matches_twin_forward_and_buffers(name, config, train, images):
     model = get_model(name, **config)
     params, state = model.init(seed=1)
@@ -132,10 +133,10 @@ def test_apply_mutates_nothing(name, config, images):
 def _inject_masks(twin, masks):
     """Make the twin's Dropout2d layers apply the given (N, C, 1, 1) keep-masks."""
     handles = []
-    for module, mask in zip((twin.conv1_dropout, twin.conv2_dropout), masks):
-        handles.append(module.register_forward_hook(
-            lambda m, inputs, out, mask=mask: inputs[0] * mask / (1 - m.p)
-        ))
+    for module, mask in zip((twin.conv1_dropout, twin.conv2_dropout), masks, strict=True):
+        handles.append(
+            module.register_forward_hook(lambda m, inputs, out, mask=mask: inputs[0] * mask / (1 - m.p))
+        )
     return handles
 
 

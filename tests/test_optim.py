@@ -60,9 +60,7 @@ def test_update_is_pure():
     torch.testing.assert_close(new_state.momentum["w"], torch.full((3,), 2.1))
 
 
-@pytest.mark.parametrize(
-    "hp", [dict(lr=0.0), dict(lr=0.1, momentum=-1), dict(lr=0.1, nesterov=True)]
-)
+@pytest.mark.parametrize("hp", [dict(lr=0.0), dict(lr=0.1, momentum=-1), dict(lr=0.1, nesterov=True)])
 def test_rejects_invalid_hyperparameters(hp):
     with pytest.raises(ValueError):
         SGD(**hp)

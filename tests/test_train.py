@@ -72,9 +72,10 @@ def test_train_step_mutates_nothing(tiny_data):
     opt = SGD(0.1, momentum=0.9)
     opt_state = opt.init(params)
     frozen = [{k: v.clone() for k, v in d.items()} for d in (params, state, opt_state.momentum)]
-    make_train_step(model, opt)(params, state, opt_state, tiny_data.train.images[:8],
-                                tiny_data.train.labels[:8], rng.key(0))
-    for before, now in zip(frozen, (params, state, opt_state.momentum)):
+    make_train_step(model, opt)(
+        params, state, opt_state, tiny_data.train.images[:8], tiny_data.train.labels[:8], rng.key(0)
+    )
+    for before, now in zip(frozen, (params, state, opt_state.momentum), strict=True):
         assert all(torch.equal(before[k], now[k]) for k in before)
 
 
@@ -92,7 +93,7 @@ def test_compiled_step_agrees_with_eager(name, tiny_data):
         key = rng.fold_in(rng.key(4), i)
         *eager_carry, eager_metrics = step(*eager_carry, *batch, key)
         *compiled_carry, compiled_metrics = compiled(*compiled_carry, *batch, key)
-    for ours, theirs in zip(eager_carry[:2], compiled_carry[:2]):
+    for ours, theirs in zip(eager_carry[:2], compiled_carry[:2], strict=True):
         for key in ours:
             torch.testing.assert_close(ours[key], theirs[key], rtol=1e-4, atol=1e-5, msg=key)
     torch.testing.assert_close(eager_metrics["loss"], compiled_metrics["loss"], rtol=1e-4, atol=1e-5)
@@ -119,8 +120,9 @@ def test_one_epoch_end_to_end_on_an_image_folder(image_folder):
 
 
 def test_book_quirks_validate_in_train_mode_and_update_bn_stats(tiny_data):
-    model, config = book_setup("batchnorm", epochs=1, batch_size=32, shuffle=False,
-                               eval_train_mode=True, compile=False)
+    model, config = book_setup(
+        "batchnorm", epochs=1, batch_size=32, shuffle=False, eval_train_mode=True, compile=False
+    )
     result = fit(model, tiny_data, config)
     # 10 training steps, then the book's validate() ran 10 + 2 more batches in train mode
     assert int(result.state["conv1_batchnorm.num_batches_tracked"]) == 22
