@@ -1,5 +1,11 @@
-"""Shared fixtures: a tiny generated ImageFolder (the unit tests never need real CIFAR)."""
+"""Shared fixtures: a tiny generated ImageFolder (the unit tests never need real CIFAR).
 
+Every test runs offline with an empty CIFAR-10 cache: a download attempt fails at once, as on
+a machine without network, instead of fetching 170 MB or hanging.
+"""
+
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -32,3 +38,21 @@ def write_image_folder(root: Path, per_class: dict[str, int], seed: int = 0) -> 
 @pytest.fixture(scope="session")
 def image_folder(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("imgs"), {"train": 40, "test": 12})
+
+
+class DownloadAttempted(urllib.error.URLError):
+    """What a test sees where code tried the network."""
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch, tmp_path_factory):
+    """No network and an empty $PTM_DATA_DIR; returns the URLs that were asked for."""
+    asked = []
+
+    def no_network(request, *args, **kwargs):
+        asked.append(getattr(request, "full_url", request))
+        raise DownloadAttempted("tests run offline")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    monkeypatch.setenv("PTM_DATA_DIR", str(tmp_path_factory.mktemp("ptm_data_dir")))
+    return asked

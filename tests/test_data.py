@@ -47,16 +47,11 @@ def test_folder_without_val_split(tmp_path):
         load_dataset(tmp_path)
 
 
-def test_folder_that_is_not_an_image_folder_and_no_network(tmp_path, monkeypatch):
-    """A folder without train/ falls back to CIFAR-10, which cannot download here: clear error."""
-    import torchvision.datasets
-
-    def offline(*args, **kwargs):
-        raise RuntimeError("Dataset not found or corrupted. You can use download=True to download it")
-
-    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
-    with pytest.raises(DataError, match="ImageFolder root"):
+def test_folder_that_is_neither_image_folder_nor_cifar10(tmp_path, offline):
+    (tmp_path / "stuff").mkdir()
+    with pytest.raises(DataError, match="neither an ImageFolder root"):
         load_dataset(tmp_path)
+    assert offline == []  # a folder never triggers a download
 
 
 def test_wrong_image_size_and_corrupt_image(tmp_path):
