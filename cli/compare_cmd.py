@@ -13,19 +13,19 @@ from rich.table import Table
 from ptm_func.compare import compare as run_comparison
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.plot import PlotUnavailable, comparison_chart
+from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves
 from ptm_func.train import TRAINABLE_NAMES
 
 from .errors import UsageError, friendly_errors
+from .options import Classes, DataSource, Device, note, parse_classes
 from .progress import TrainingProgress
-from .training import Classes, DataDir, Device, parse_classes
 
 
 def compare(
     models: list[str] | None = typer.Argument(
         None, help=f"Variants to train (default: all of {', '.join(TRAINABLE_NAMES)})."
     ),
-    data_dir: Path | None = DataDir,
+    data: str | None = DataSource,
     classes: str | None = Classes,
     epochs: int | None = typer.Option(None, help="Epochs for every variant (book: 100)."),
     seed: int | None = typer.Option(None, help="The one seed all variants share (book: 123)."),
@@ -38,12 +38,17 @@ def compare(
         Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."
     ),
     chart: Path = typer.Option(
-        Path("runs/compare.png"), "--chart", help="Where the bar chart goes (needs matplotlib)."
+        Path("runs/compare.png"),
+        "--chart",
+        help="Where the bar chart goes (needs matplotlib); learning curves go beside it (NAME-curves.png).",
     ),
 ):
     """Train the book's variants with one seed and data; print the comparison, chart it.
 
-    Example: ptm compare net width l2 --epochs 20 --data-dir ../shared/data/cifar2
+    Writes the table as JSON (with every variant's per-epoch history), the book's bar chart of
+    train vs val accuracy, and every variant's learning curves.
+
+    Example: ptm compare net width l2 --epochs 20
     """
     with friendly_errors():
         names = list(models or TRAINABLE_NAMES)
@@ -56,7 +61,7 @@ def compare(
         if book_quirks:
             overrides.update(shuffle=False, eval_train_mode=True)
         dev = resolve_device(device)
-        data = load_dataset(data_dir, parse_classes(classes), dev)
+        data = load_dataset(data, parse_classes(classes), dev, notify=note)
         console = Console(stderr=True)
         rows = []
         for name in names:
@@ -95,5 +100,7 @@ def compare(
     typer.echo(f"table as JSON: {json_out}")
     try:
         typer.echo(f"chart: {comparison_chart(rows, chart)}")
+        curves = chart.with_name(f"{chart.stem}-curves.png")
+        typer.echo(f"learning curves: {learning_curves([(r.variant, r.history) for r in rows], curves)}")
     except PlotUnavailable as err:
         typer.echo(f"no chart: {err}", err=True)

@@ -58,12 +58,19 @@ def info(
     if summary["tied_keys"]:
         console.print(f"{summary['tied_keys']} more state_dict keys alias the shared block (tied)")
     if training:
-        shown = {
-            k: training[k]
-            for k in ("variant", "epochs_done", "train_accuracy", "val_accuracy", "classes")
-            if k in training
-        }
-        console.print(f"training: {shown}", soft_wrap=True)
+        console.print(_training_line(training), soft_wrap=True, highlight=False)
+
+
+def _training_line(training: dict) -> str:
+    """`training: net, 2 epochs, train 0.7887, val 0.7985; data bundled:cifar2 (airplane, bird)`"""
+    parts = [str(training.get("variant", "?")), f"{training.get('epochs_done', '?')} epochs"]
+    for key in ("train_accuracy", "val_accuracy"):
+        if isinstance(training.get(key), float):
+            parts.append(f"{key.removesuffix('_accuracy')} accuracy {training[key]:.4f}")
+    line = "training: " + ", ".join(parts)
+    if training.get("data"):
+        line += f"; data {training['data']} ({', '.join(training.get('classes', []))})"
+    return line
 
 
 def predict(

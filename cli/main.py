@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import logging
+
 import typer
 
 from .compare_cmd import compare
 from .convert import convert
 from .errors import DEBUG
 from .inspect_cmds import info, predict
+from .plot_cmd import plot
 from .show import show_app
 from .training import evaluate_checkpoint, train
 
 app = typer.Typer(
     help=(
-        "Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds).\n\nExample: ptm info net"
+        "Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds).\n\n"
+        "Example: ptm train net --epochs 20   (CIFAR-10 if cached or downloadable, else bundled CIFAR-2)\n\n"
+        "Example: ptm plot runs/net-seed123.safetensors   (its learning curves)\n\n"
+        "Example: ptm info net"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -25,6 +31,8 @@ app = typer.Typer(
 def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
     """Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds)."""
     DEBUG["enabled"] = debug
+    # torch's CUDA build on a machine without CUDA warns at every CPU compile; nothing to act on
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
 app.command()(train)
@@ -33,4 +41,5 @@ app.command()(convert)
 app.command()(info)
 app.command()(predict)
 app.command()(compare)
+app.command()(plot)
 app.add_typer(show_app, name="show")

@@ -17,6 +17,31 @@ Tied = typer.Option(
 )
 
 
+DataSource = typer.Option(
+    None,
+    "--data",
+    "--data-dir",
+    help="Where the images come from. auto (default): CIFAR-10 from $PTM_DATA_DIR (default "
+    "~/.cache/ptm_func), else downloaded there, else, offline, the CIFAR-2 bundled with ptm; "
+    "bundled: that CIFAR-2 (airplane, bird; JPEG re-encodings); cifar10: CIFAR-10's original pixels "
+    "(downloaded if missing); or a folder: an ImageFolder root (train/<class>/*.jpg and test/ or val/) "
+    "or one holding cifar-10-batches-py.",
+)
+Classes = typer.Option(
+    None, "--classes", help="Comma-separated classes, in label order (default airplane,bird)."
+)
+Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
+
+
+def parse_classes(classes: str | None) -> list[str] | None:
+    return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+
+
+def note(message: str) -> None:
+    """One line on stderr for something the user should know (not an error)."""
+    typer.echo(f"ptm: note: {message}", err=True)
+
+
 def build_model(name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None) -> Model:
     """Look up `name` with only the options the user actually gave."""
     given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}

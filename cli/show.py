@@ -12,7 +12,7 @@ from ptm_func.plot import PlotUnavailable, image_grid
 from ptm_func.predict import load_for_prediction
 
 from .errors import UsageError, friendly_errors
-from .training import DataDir
+from .options import DataSource, note
 
 show_app = typer.Typer(
     help="Render the chapter's illustrations to PNG.\n\nExample: ptm show conv bird.jpg", no_args_is_help=True
@@ -23,13 +23,13 @@ show_app = typer.Typer(
 def conv(
     image: Path | None = typer.Argument(None, help="An image file (any size: fitted to 32x32)."),
     index: int | None = typer.Option(None, "--index", help="Use training image N of the dataset instead."),
-    data_dir: Path | None = DataDir,
+    data: str | None = DataSource,
     seed: int = typer.Option(0, help="Seed of the random conv's weights."),
     out: Path = typer.Option(Path("runs/conv.png"), "--out", help="PNG to write."),
 ):
     """A random 3x3 conv, padding, the blur and vertical-edge kernels and max-pooling, each beside the input.
 
-    Example: ptm show conv --index 0 --data-dir ../shared/data/cifar2 --out conv.png
+    Example: ptm show conv --index 0 --data bundled --out conv.png
     """
     with friendly_errors():
         if (image is None) == (index is None):
@@ -39,7 +39,7 @@ def conv(
                 raise FileNotFoundError(f"no image at {image}")
             x = normalize(load_for_prediction(image)[0].unsqueeze(0))[0]
         else:
-            train = load_dataset(data_dir).train
+            train = load_dataset(data, notify=note).train
             if not 0 <= index < len(train):
                 raise UsageError(f"--index must be in 0..{len(train) - 1}, got {index}")
             x = train.images[index]

@@ -14,35 +14,26 @@ from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.ensemble import fit_ensemble
+from ptm_func.records import RecordError, RunRecord, run_info
 from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
 
 from .errors import UsageError, friendly_errors
-from .options import NBlocks, NChans1, Tied
+from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
-
-DataDir = typer.Option(
-    None,
-    "--data-dir",
-    help="ImageFolder root (train/<class>/*.jpg and test/ or val/), or a folder with "
-    "cifar-10-batches-py. Default: CIFAR-10 downloaded into $PTM_DATA_DIR or ~/.cache/ptm_func.",
-)
-Classes = typer.Option(
-    None, "--classes", help="Comma-separated classes, in label order (default airplane,bird)."
-)
-Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
-
-
-def parse_classes(classes: str | None) -> list[str] | None:
-    return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 
 
 def train(
     model: str = typer.Argument(
         ..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty)."
     ),
-    data_dir: Path | None = DataDir,
+    data: str | None = DataSource,
     classes: str | None = Classes,
     epochs: int | None = typer.Option(None, help="Epochs (book: 100). With --resume: the new total."),
+    eval_every: int | None = typer.Option(
+        None,
+        help="Measure val accuracy every N epochs (default 1; 0: after the last only). "
+        "The weights do not depend on it.",
+    ),
     batch_size: int | None = typer.Option(None, help="Batch size (book: 64)."),
     lr: float | None = typer.Option(None, help="Learning rate (book: 1e-2, resdeep 3e-3)."),
     momentum: float | None = typer.Option(None, help="SGD momentum (book: 0)."),
@@ -80,9 +71,15 @@ def train(
 ):
     """Train a chapter-8 network with the functional step; save a safetensors checkpoint.
 
+    Beside the checkpoint go NAME.run.json (model, full config, data) and NAME.metrics.jsonl.
+
+    NAME.metrics.jsonl gets one line per finished epoch (loss, accuracies, seconds): `ptm plot` draws it.
+
     Ctrl-C or SIGTERM finishes the current step, saves, and tells you how to --resume.
 
-    Example: ptm train res --data-dir ../shared/data/cifar2 --epochs 10 --device cpu
+    Example: ptm train net --epochs 20 --device cpu
+
+    Example: ptm train res --data bundled --epochs 10 --eval-every 2
     """
     with friendly_errors():
         if checkpoint_every < 0:
@@ -104,6 +101,7 @@ def train(
             l1_lambda=l1,
             seed=seed,
             compile=compile,
+            eval_every=eval_every,
             n_chans1=n_chans1,
             n_blocks=n_blocks,
             tied=tied,
@@ -117,13 +115,18 @@ def train(
             facts = ckpt.training
             if facts.get("variant") != model:
                 raise UsageError(f"{resume} is a {facts.get('variant')!r} run, not {model!r}")
-            ignored = sorted(set(given) - {"epochs", "compile"})
+            adjustable = ("epochs", "compile", "eval_every")
+            ignored = sorted(set(given) - set(adjustable))
             if ignored:
-                typer.echo(f"note: resuming uses the saved settings; ignoring {', '.join(ignored)}", err=True)
-            config = replace(config, **{k: given[k] for k in ("epochs", "compile") if k in given})
+                note(f"resuming uses the saved settings; ignoring {', '.join(ignored)}")
+            try:
+                config = replace(config, **{k: given[k] for k in adjustable if k in given})
+            except ValueError as err:
+                raise UsageError(str(err)) from None
             net = ckpt.model
             out = out or resume
-            data_dir = data_dir or (Path(facts["data_dir"]) if facts.get("data_dir") else None)
+            # the data the run started on (older checkpoints: the folder as typed)
+            data = data or facts.get("data") or facts.get("data_dir")
             classes = classes or ",".join(facts.get("classes", []))
         else:
             try:
@@ -133,28 +136,41 @@ def train(
                 raise UsageError(str(err)) from None
         out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
         check_writable(out)
-        typer.echo(f"loading data ({data_dir or 'CIFAR-10'}) onto {dev} ...", err=True)
-        data = load_dataset(data_dir, parse_classes(classes), dev)
+        typer.echo(f"loading data ({data or 'auto'}) onto {dev} ...", err=True)
+        dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
         facts = {
             "variant": model,
-            "classes": list(data.classes),
-            "data": data.source,
-            "data_dir": str(data_dir) if data_dir else None,
+            "classes": list(dataset.classes),
+            "data": dataset.source,
             "device": str(dev),
         }
         where = f" from epoch {start.epoch} step {start.step_in_epoch}" if start else ""
         typer.echo(
-            f"training {model} ({net.book_class}, {net.config}){where} on {len(data.train)} images, "
-            f"validating on {len(data.val)}, classes {', '.join(data.classes)}",
+            f"training {model} ({net.book_class}, {net.config}){where} on {len(dataset.train)} images, "
+            f"validating on {len(dataset.val)}, classes {', '.join(dataset.classes)} ({dataset.source})",
             err=True,
+        )
+        record = _Record(out)
+        extra = (
+            {"replicas": replicas, "seeds": [config.seed + r for r in range(replicas)]}
+            if replicas > 1
+            else {}
+        )
+        record.start(
+            run_info(model, net, config, dataset, dev, **extra),
+            resumed_from=resume,
+            at_epoch=start.epoch if start else 0,
         )
 
         progress = TrainingProgress(config.epochs, start.epoch if start else 0)
         if replicas > 1:
-            return _train_ensemble(model, net, data, config, replicas, out, facts, progress, as_json)
+            return _train_ensemble(
+                model, net, dataset, config, replicas, out, facts, progress, record, as_json
+            )
 
         def on_epoch(stats: EpochStats, ts) -> None:
             progress.on_epoch(stats)
+            record.log_epoch(stats)
             if checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
                 save_run(out, net, ts, config, facts)
 
@@ -162,7 +178,7 @@ def train(
         with stop.installed(), progress.running():
             result = fit(
                 net,
-                data,
+                dataset,
                 config,
                 start=start,
                 on_epoch=on_epoch,
@@ -170,15 +186,21 @@ def train(
                 stop_requested=stop,
             )
         save_run(out, net, result.train_state, config, {**facts, **result.summary()})
-    if result.interrupted:
         ts = result.train_state
+        stopped = (
+            {"interrupted_at": {"epoch": ts.epoch + 1, "step": ts.step_in_epoch}}
+            if result.interrupted
+            else {}
+        )
+        record.finish({**result.summary(), **stopped})
+    if result.interrupted:
         typer.echo(
             f"ptm: interrupted at epoch {ts.epoch + 1}, step {ts.step_in_epoch}; checkpoint saved to {out}. "
             f"Resume with: ptm train {model} --resume {out}",
             err=True,
         )
         raise typer.Exit(128 + stop.signal)
-    summary = {"model": model, "checkpoint": str(out), **result.summary()}
+    summary = {"model": model, "checkpoint": str(out), "record": str(record.metrics), **result.summary()}
     if as_json:
         typer.echo(json.dumps(summary))
     else:
@@ -186,10 +208,16 @@ def train(
             f"{model}: train accuracy {result.train_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
             f"({result.seconds:.1f}s); checkpoint: {out}"
         )
+        typer.echo(f"record: {record.metrics} (learning curves: ptm plot {out})")
 
 
-def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, as_json):
+def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, record, as_json):
     """The --replicas path: vmap-train, save one checkpoint per replica, report mean +/- std."""
+
+    def on_epoch(stats: EpochStats) -> None:
+        progress.on_epoch(stats)
+        record.log_epoch(stats)
+
     stop = _StopOnSignal()
     with stop.installed(), progress.running():
         result = fit_ensemble(
@@ -197,7 +225,7 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             data,
             config,
             replicas,
-            on_epoch=progress.on_epoch,
+            on_epoch=on_epoch,
             on_step=progress.on_step,
             stop_requested=stop,
         )
@@ -209,10 +237,13 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             "config": config_dict(replace(config, seed=seed)),
             "replica": r,
             "epochs_done": ts.epoch,
+            "record": record.metrics.name,
         }
         if not result.interrupted:
             replica_facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
         paths.append(str(save_checkpoint(path, net, ts.params, ts.state, replica_facts)))
+    stopped = {"interrupted_after_epoch": len(result.history)} if result.interrupted else {}
+    record.finish({**result.summary(), "checkpoints": paths, **stopped})
     if result.interrupted:
         typer.echo(
             f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
@@ -220,7 +251,7 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             err=True,
         )
         raise typer.Exit(128 + stop.signal)
-    summary = {"model": variant, "checkpoints": paths, **result.summary()}
+    summary = {"model": variant, "checkpoints": paths, "record": str(record.metrics), **result.summary()}
     if as_json:
         typer.echo(json.dumps(summary))
         return
@@ -235,6 +266,22 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
         f"+/- {va['std']:.4f} ({result.seconds:.1f}s, "
         f"peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)"
     )
+    typer.echo(f"record: {record.metrics} (every replica's curve: ptm plot {record.metrics})")
+
+
+class _Record(RunRecord):
+    """The run's record; a failed append warns once and training goes on (the weights matter more)."""
+
+    broken = False  # set after the first failed append
+
+    def log_epoch(self, stats: EpochStats) -> None:
+        if self.broken:
+            return
+        try:
+            super().log_epoch(stats)
+        except RecordError as err:
+            self.broken = True
+            note(f"{err}; training goes on, the record stops here")
 
 
 class _StopOnSignal:
@@ -264,27 +311,33 @@ class _StopOnSignal:
 
 def evaluate_checkpoint(
     checkpoint: Path = typer.Argument(..., help="A .safetensors file written by ptm."),
-    data_dir: Path | None = DataDir,
+    data: str | None = typer.Option(
+        None, "--data", "--data-dir", help="Default: the data the checkpoint was trained on (see ptm train)."
+    ),
     classes: str | None = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
     device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
     """Report train and val accuracy of a checkpoint (eval mode).
 
-    Example: ptm eval runs/net-seed123.safetensors --data-dir ../shared/data/cifar2
+    Example: ptm eval runs/net-seed123.safetensors
+
+    Example: ptm eval runs/net-seed123.safetensors --data cifar10
     """
     with friendly_errors():
         dev = resolve_device(device)
         ckpt = load_checkpoint(checkpoint, dev)
         chosen = parse_classes(classes) or ckpt.training.get("classes")
-        data = load_dataset(data_dir, chosen, dev)
+        source = data or ckpt.training.get("data") or ckpt.training.get("data_dir")
+        dataset = load_dataset(source, chosen, dev, notify=note)
         m = ckpt.model
-        train_acc = evaluate(m, ckpt.params, ckpt.state, data.train)
-        val_acc = evaluate(m, ckpt.params, ckpt.state, data.val)
+        train_acc = evaluate(m, ckpt.params, ckpt.state, dataset.train)
+        val_acc = evaluate(m, ckpt.params, ckpt.state, dataset.val)
     result = {
         "checkpoint": str(checkpoint),
         "model": m.name,
         "config": m.config,
+        "data": dataset.source,
         "train_accuracy": train_acc,
         "val_accuracy": val_acc,
     }

@@ -7,6 +7,7 @@ its config as JSON, the format version and training facts. The file alone rebuil
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -68,7 +69,8 @@ def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Pat
     except (OSError, SafetensorError) as err:
         raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return path
 
 
@@ -104,6 +106,16 @@ def read_safetensors(
             f"{path} is not a readable safetensors file (truncated or corrupt?): {err}"
         ) from None
     return tensors, metadata
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata of a safetensors file, without reading its tensors."""
+    path = Path(path)
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return f.metadata() or {}
+    except (SafetensorError, OSError, RuntimeError, ValueError) as err:
+        raise CheckpointError(f"{path} is not a readable safetensors file: {err}") from None
 
 
 def load_checkpoint(

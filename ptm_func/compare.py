@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from .data import Dataset
@@ -20,6 +20,7 @@ class ComparisonRow:
     train_accuracy: float
     val_accuracy: float
     seconds: float
+    history: list[dict[str, Any]]  # EpochStats per epoch, as dicts
 
 
 def compare(
@@ -47,6 +48,7 @@ def compare(
                 result.train_accuracy,
                 result.val_accuracy,
                 time.perf_counter() - t0,
+                [asdict(stats) for stats in result.history],
             )
         )
     return rows

@@ -131,13 +131,20 @@ def fit_ensemble(
         if result.interrupted:
             break
         seconds = time.perf_counter() - t0
+        losses = (loss_sum / n_batches).tolist()  # the epoch's one host sync
+        running = (correct.double() / n).tolist()
+        vals = [None] * replicas
+        if config.validates_after(epoch + 1):
+            vals = [evaluate(model, unstack(params, r), unstack(state, r), data.val) for r in range(replicas)]
         stats = EpochStats(
             epoch + 1,
             config.epochs,
-            loss_sum.mean().item() / n_batches,
-            correct.float().mean().item() / n,
+            statistics.fmean(losses),
+            statistics.fmean(running),
             seconds,
             replicas * n / seconds,
+            val_accuracy=None if vals[0] is None else statistics.fmean(vals),
+            members={"loss": losses, "train_accuracy_running": running, "val_accuracy": vals},
         )
         result.history.append(stats)
         if on_epoch is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,80 @@ def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     ax.legend(loc="upper left", ncol=2)
     fig.tight_layout()
     return _save(fig, plt, path)
+
+
+def learning_curves(
+    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str | None = None
+) -> Path:
+    """Accuracy (running train, val) and loss per epoch, one colour per run.
+
+    `runs` holds (label, epoch lines) pairs, the lines as `ptm_func.records` writes them; a run
+    of K members (an ensemble) is drawn as K thin curves and their mean.
+    """
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+    from matplotlib.ticker import MaxNLocator
+
+    fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
+    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    run_handles = []
+    for i, (label, lines) in enumerate(runs):
+        colour = colours[i % len(colours)]
+        for ax, key, style in (
+            (ax_acc, "train_accuracy_running", "-"),
+            (ax_acc, "val_accuracy", "--"),
+            (ax_loss, "loss", "-"),
+        ):
+            members = _member_curves(lines, key)
+            marker = "o" if any(len(epochs) < 12 for epochs, _ in members) else None
+            for epochs, values in members if len(members) > 1 else ():
+                ax.plot(epochs, values, style, color=colour, lw=0.8, alpha=0.35)
+            epochs, mean = _mean_curve(members)
+            ax.plot(epochs, mean, style, color=colour, lw=1.8, marker=marker, ms=3.5)
+        size = len(_member_curves(lines, "loss"))
+        run_handles.append(
+            Line2D([], [], color=colour, lw=1.8, label=label + (f" (mean of {size})" if size > 1 else ""))
+        )
+    ax_acc.set_ylabel("accuracy")
+    ax_acc.legend(
+        handles=[
+            Line2D([], [], color="black", ls="-", label="train (running, while training)"),
+            Line2D([], [], color="black", ls="--", label="val (eval mode)"),
+        ],
+        loc="lower right",
+        fontsize=8,
+    )
+    ax_loss.set_ylabel("loss (mean per batch)")
+    ax_loss.legend(handles=run_handles, loc="upper right", fontsize=8)
+    for ax in (ax_acc, ax_loss):
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+    fig.suptitle(title or "learning curves: " + ", ".join(label for label, _ in runs))
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _member_curves(lines: Sequence[dict[str, Any]], key: str) -> list[tuple[list[int], list[float]]]:
+    """Per member: the epochs where `key` was measured, and its values."""
+
+    def values(line: dict[str, Any]) -> list[float | None]:
+        value = (line.get("members") or {}).get(key, line.get(key))
+        return value if isinstance(value, list) else [value]
+
+    size = max((len(values(line)) for line in lines), default=1)
+    curves = []
+    for m in range(size):
+        points = [(line["epoch"], values(line)[m]) for line in lines if values(line)[m] is not None]
+        curves.append(([e for e, _ in points], [v for _, v in points]))
+    return curves
+
+
+def _mean_curve(members: list[tuple[list[int], list[float]]]) -> tuple[list[int], list[float]]:
+    """The members' mean at the epochs all of them have."""
+    epochs = sorted(set.intersection(*(set(e) for e, _ in members))) if members else []
+    lookups = [dict(zip(e, v, strict=True)) for e, v in members]
+    return epochs, [sum(lookup[e] for lookup in lookups) / len(lookups) for e in epochs]
 
 
 def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], path: str | Path) -> Path:

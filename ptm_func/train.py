@@ -48,6 +48,8 @@ class TrainConfig:
     eval_train_mode: bool = False  # the book validated without model.eval()
     compile: bool | None = None  # None: on CUDA always; on CPU from CPU_COMPILE_EPOCHS epochs
     compile_mode: str | None = None  # None: "reduce-overhead" (CUDA graphs) on CUDA
+    # Validate every N epochs (0: after the last only). Read-only: the weights do not depend on it.
+    eval_every: int = 1
 
     def __post_init__(self):
         if self.epochs < 0:
@@ -58,6 +60,14 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.l2_lambda < 0 or self.l1_lambda < 0:
             raise ValueError("l2 and l1 penalties must be >= 0")
+        if self.eval_every < 0:
+            raise ValueError(
+                f"eval_every must be >= 0 (0: validate after the last epoch only), got {self.eval_every}"
+            )
+
+    def validates_after(self, epoch: int) -> bool:
+        """Is the val accuracy measured after `epoch` (1-based)? Every eval_every, and the last."""
+        return epoch == self.epochs or (self.eval_every > 0 and epoch % self.eval_every == 0)
 
     def optimizer(self) -> SGD:
         return SGD(self.lr, self.momentum, self.dampening, self.weight_decay, self.nesterov)
@@ -140,6 +150,11 @@ def build_step(model: Model, config: TrainConfig, device: torch.device, *, vmapp
     return compile_step(step, device, config.compile_mode) if use_compile else step
 
 
+def validation_key(base_key: Tensor, epoch: int) -> Tensor:
+    """Dropout key of the train-mode validation after `epoch`; train steps use fold_in(base, step >= 0)."""
+    return rng.fold_in(rng.fold_in(base_key, -2), epoch)
+
+
 def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:
     """The sample order of one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
     if not shuffle:
@@ -171,14 +186,32 @@ def evaluate_book_style(
     return correct.item() / len(split), state
 
 
+@torch.no_grad()
+def validation_accuracy(
+    model: Model, params: Params, state: State, split: Split, config: TrainConfig, *, key: Tensor
+) -> float:
+    """Val accuracy during training, changing nothing the training sees.
+
+    Eval mode; with `eval_train_mode` the book's train-mode validate(), its BN updates
+    discarded. `key` (dropout, train mode only) is not one the training steps use.
+    """
+    if config.eval_train_mode:
+        return evaluate_book_style(model, params, state, split, batch_size=config.batch_size, key=key)[0]
+    return evaluate(model, params, state, split)
+
+
 @dataclass
 class EpochStats:
     epoch: int  # 1-based
     epochs: int
     loss: float  # mean batch loss (penalty included), as the book logs it
     train_accuracy_running: float  # accuracy on the fly while training
-    seconds: float
+    seconds: float  # training only; validation is not timed in
     samples_per_second: float
+    val_accuracy: float | None = None  # measured after this epoch (see TrainConfig.eval_every)
+    # K members trained at once: each one's loss, train_accuracy_running and val_accuracy
+    # (the fields above are their means)
+    members: dict[str, list[float | None]] | None = None
 
 
 @dataclass
@@ -296,6 +329,10 @@ def fit(
             seconds,
             steps_run * config.batch_size / seconds,
         )
+        if config.validates_after(ts.epoch):
+            stats.val_accuracy = validation_accuracy(
+                model, params, state, data.val, config, key=validation_key(base_key, ts.epoch)
+            )
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)

@@ -1,4 +1,4 @@
-"""kill -TERM during `ptm train` leaves a loadable checkpoint; --resume ends bitwise equal."""
+"""kill -TERM or -9 during `ptm train`: --resume ends bitwise equal, with every epoch recorded once."""
 
 import os
 import signal
@@ -6,9 +6,14 @@ import subprocess
 import sys
 import time
 
+import pytest
 import torch
+from typer.testing import CliRunner
 
+import cli.training
+from cli.main import app
 from ptm_func.checkpoint import load_checkpoint
+from ptm_func.records import read_metrics
 
 ARGS = [
     "--data-dir",
@@ -38,7 +43,29 @@ def run_args(image_folder, out):
     return ["train", "dropout", *args, "--out", str(out)]
 
 
-def test_sigterm_saves_and_resume_matches_uninterrupted(image_folder, tmp_path):
+@pytest.fixture(scope="module")
+def straight(image_folder, tmp_path_factory):
+    """The uninterrupted run every interrupted one must end equal to."""
+    out = tmp_path_factory.mktemp("straight") / "straight.safetensors"
+    full = subprocess.run(ptm(*run_args(image_folder, out)), capture_output=True, text=True, timeout=300)
+    assert full.returncode == 0, full.stderr
+    return out
+
+
+def assert_same_run(resumed, straight):
+    """Same weights, and the same record: epochs 1..60 once each, with the same numbers."""
+    a, b = load_checkpoint(resumed), load_checkpoint(straight)
+    assert a.training["progress"]["epoch"] == b.training["progress"]["epoch"] == 60
+    for key in b.params:
+        assert torch.equal(a.params[key], b.params[key]), key
+    ours = read_metrics(resumed.with_name(resumed.stem + ".metrics.jsonl"))
+    theirs = read_metrics(straight.with_name(straight.stem + ".metrics.jsonl"))
+    assert [line["epoch"] for line in ours] == list(range(1, 61))
+    for key in ("loss", "train_accuracy_running", "val_accuracy"):
+        assert [line[key] for line in ours] == [line[key] for line in theirs], key
+
+
+def test_sigterm_saves_and_resume_matches_uninterrupted(image_folder, tmp_path, straight):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     interrupted = tmp_path / "interrupted.safetensors"
     proc = subprocess.Popen(
@@ -67,14 +94,33 @@ def test_sigterm_saves_and_resume_matches_uninterrupted(image_folder, tmp_path):
         timeout=300,
     )
     assert resumed.returncode == 0, resumed.stderr
+    assert_same_run(interrupted, straight)
 
-    straight = tmp_path / "straight.safetensors"
-    full = subprocess.run(
-        ptm(*run_args(image_folder, straight)), capture_output=True, text=True, env=env, timeout=300
-    )
-    assert full.returncode == 0, full.stderr
 
-    a, b = load_checkpoint(interrupted), load_checkpoint(straight)
-    assert a.training["progress"]["epoch"] == b.training["progress"]["epoch"] == 60
-    for key in b.params:
-        assert torch.equal(a.params[key], b.params[key]), key
+class Killed(BaseException):
+    """kill -9, in-process: nothing after it runs (no save, no handler), only what is on disk stays."""
+
+
+def test_kill_9_after_a_periodic_save_resumes_without_duplicate_epochs(
+    image_folder, tmp_path, straight, monkeypatch
+):
+    """Checkpoint at epoch 4, killed after epoch 5's line: epoch 5 runs again, recorded once."""
+    out = tmp_path / "killed.safetensors"
+    log_epoch = cli.training._Record.log_epoch
+
+    def dies_after_epoch_5(self, stats):
+        log_epoch(self, stats)
+        if stats.epoch == 5:
+            raise Killed
+
+    monkeypatch.setattr(cli.training._Record, "log_epoch", dies_after_epoch_5)
+    runner = CliRunner()
+    with pytest.raises(Killed):
+        runner.invoke(app, [*run_args(image_folder, out), "--checkpoint-every", "4"], catch_exceptions=False)
+    monkeypatch.setattr(cli.training._Record, "log_epoch", log_epoch)  # the kill is over
+    assert load_checkpoint(out).training["progress"]["epoch"] == 4
+    assert [line["epoch"] for line in read_metrics(out.with_name("killed.metrics.jsonl"))] == [1, 2, 3, 4, 5]
+
+    resumed = runner.invoke(app, ["train", "dropout", "--resume", str(out), "--device", "cpu"])
+    assert resumed.exit_code == 0, resumed.output
+    assert_same_run(out, straight)
