@@ -13,7 +13,7 @@ from rich.table import Table
 from ptm_func.compare import compare as run_comparison
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves
+from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves_grid
 from ptm_func.train import TRAINABLE_NAMES
 
 from .errors import UsageError, friendly_errors
@@ -101,6 +101,9 @@ def compare(
     try:
         typer.echo(f"chart: {comparison_chart(rows, chart)}")
         curves = chart.with_name(f"{chart.stem}-curves.png")
-        typer.echo(f"learning curves: {learning_curves([(r.variant, r.history) for r in rows], curves)}")
+        drawn = learning_curves_grid(
+            [(r.variant, r.history) for r in rows], curves, title=f"learning curves ({data.source})"
+        )
+        typer.echo(f"learning curves: {drawn}")
     except PlotUnavailable as err:
         typer.echo(f"no chart: {err}", err=True)

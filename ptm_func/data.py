@@ -117,9 +117,9 @@ def _load_auto(classes: Sequence[str] | None, notify: Callable[[str], None] | No
         )
     if notify is not None:
         notify(
-            f"{reason}; using the bundled CIFAR-2 (airplane/bird as JPEG re-encodings: accuracies "
-            f"within about a point of the original pixels). For the original pixels, put "
-            f"{CIFAR10_URL} into {root} or run once with network access."
+            f"{reason}; using the bundled CIFAR-2 instead (airplane/bird, JPEG re-encoded: accuracies "
+            f"within about a point of the original). For the original pixels put {CIFAR10_URL} in "
+            f"{root}, or run once online."
         )
     return load_bundled(chosen)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -45,56 +46,95 @@ def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     return _save(fig, plt, path)
 
 
-def learning_curves(
-    runs: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str | None = None
-) -> Path:
-    """Accuracy (running train, val) and loss per epoch, one colour per run.
+Runs = Sequence[tuple[str, Sequence[dict[str, Any]]]]  # (label, epoch lines as records.py writes them)
+TRAIN_STYLE, VAL_STYLE = "-", "--"
 
-    `runs` holds (label, epoch lines) pairs, the lines as `ptm_func.records` writes them; a run
-    of K members (an ensemble) is drawn as K thin curves and their mean.
+
+def learning_curves(runs: Runs, path: str | Path, title: str | None = None) -> Path:
+    """Accuracy (running train, val) and loss per epoch, overlaid, one colour per run.
+
+    A run of K members (an ensemble) is drawn as K thin curves and their mean.
     """
     plt = _pyplot()
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     run_handles = []
     for i, (label, lines) in enumerate(runs):
         colour = colours[i % len(colours)]
-        for ax, key, style in (
-            (ax_acc, "train_accuracy_running", "-"),
-            (ax_acc, "val_accuracy", "--"),
-            (ax_loss, "loss", "-"),
-        ):
-            members = _member_curves(lines, key)
-            marker = "o" if any(len(epochs) < 12 for epochs, _ in members) else None
-            for epochs, values in members if len(members) > 1 else ():
-                ax.plot(epochs, values, style, color=colour, lw=0.8, alpha=0.35)
-            epochs, mean = _mean_curve(members)
-            ax.plot(epochs, mean, style, color=colour, lw=1.8, marker=marker, ms=3.5)
-        size = len(_member_curves(lines, "loss"))
+        _draw(ax_acc, lines, "train_accuracy_running", TRAIN_STYLE, colour)
+        _draw(ax_acc, lines, "val_accuracy", VAL_STYLE, colour)
+        size = _draw(ax_loss, lines, "loss", TRAIN_STYLE, colour)
         run_handles.append(
             Line2D([], [], color=colour, lw=1.8, label=label + (f" (mean of {size})" if size > 1 else ""))
         )
     ax_acc.set_ylabel("accuracy")
-    ax_acc.legend(
-        handles=[
-            Line2D([], [], color="black", ls="-", label="train (running, while training)"),
-            Line2D([], [], color="black", ls="--", label="val (eval mode)"),
-        ],
-        loc="lower right",
-        fontsize=8,
-    )
+    ax_acc.legend(handles=_style_handles(Line2D, "black", "black"), loc="lower right", fontsize=8)
     ax_loss.set_ylabel("loss (mean per batch)")
     ax_loss.legend(handles=run_handles, loc="upper right", fontsize=8)
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
+    _epoch_axes((ax_acc, ax_loss))
     fig.suptitle(title or "learning curves: " + ", ".join(label for label, _ in runs))
     fig.tight_layout()
     return _save(fig, plt, path)
+
+
+def learning_curves_grid(runs: Runs, path: str | Path, title: str | None = None) -> Path:
+    """Train and val accuracy per epoch, one small panel per run, shared axes (for many runs)."""
+    plt = _pyplot()
+    from matplotlib.lines import Line2D
+
+    cols = min(4, len(runs))
+    rows = math.ceil(len(runs) / cols)
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(2.9 * cols, 2.4 * rows + 0.6), dpi=100, sharex=True, sharey=True, squeeze=False
+    )
+    train_colour, val_colour = plt.rcParams["axes.prop_cycle"].by_key()["color"][:2]
+    for ax, (label, lines) in zip(axes.flat, runs, strict=False):
+        _draw(ax, lines, "train_accuracy_running", TRAIN_STYLE, train_colour)
+        _draw(ax, lines, "val_accuracy", VAL_STYLE, val_colour)
+        ax.set_title(label, fontsize=10)
+    for ax in axes.flat[len(runs) :]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("accuracy")
+    for ax in axes[-1]:
+        ax.set_xlabel("epoch")
+    _epoch_axes(axes.flat)
+    axes.flat[0].legend(
+        handles=_style_handles(Line2D, train_colour, val_colour), loc="lower right", fontsize=7
+    )
+    fig.suptitle(title or "learning curves")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def _draw(ax, lines: Sequence[dict[str, Any]], key: str, style: str, colour: str) -> int:
+    """Plot `key` per epoch (members thin, their mean bold); return the number of members."""
+    members = _member_curves(lines, key)
+    marker = "o" if any(len(epochs) < 12 for epochs, _ in members) else None
+    for epochs, values in members if len(members) > 1 else ():
+        ax.plot(epochs, values, style, color=colour, lw=0.8, alpha=0.35)
+    epochs, mean = _mean_curve(members)
+    ax.plot(epochs, mean, style, color=colour, lw=1.8, marker=marker, ms=3.5)
+    return len(members)
+
+
+def _style_handles(line2d, train_colour: str, val_colour: str) -> list:
+    return [
+        line2d([], [], color=train_colour, ls=TRAIN_STYLE, label="train (running, while training)"),
+        line2d([], [], color=val_colour, ls=VAL_STYLE, label="val (eval mode)"),
+    ]
+
+
+def _epoch_axes(axes) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in axes:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
 
 
 def _member_curves(lines: Sequence[dict[str, Any]], key: str) -> list[tuple[list[int], list[float]]]:
@@ -107,7 +147,7 @@ def _member_curves(lines: Sequence[dict[str, Any]], key: str) -> list[tuple[list
     size = max((len(values(line)) for line in lines), default=1)
     curves = []
     for m in range(size):
-        points = [(line["epoch"], values(line)[m]) for line in lines if values(line)[m] is not None]
+        points = [(line["epoch"], v[m]) for line in lines if len(v := values(line)) > m and v[m] is not None]
         curves.append(([e for e, _ in points], [v for _, v in points]))
     return curves
 

@@ -152,8 +152,7 @@ def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str
     for number, raw in enumerate(raw_lines, 1):
         try:
             line = json.loads(raw)
-            if not isinstance(line, dict) or not isinstance(line.get("epoch"), int):
-                raise ValueError("no epoch number")
+            _check_line(line)
         except ValueError as err:
             if number == len(raw_lines) and not text.endswith("\n"):
                 break  # the line a killed run was writing
@@ -162,9 +161,25 @@ def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str
     return lines
 
 
+CURVE_KEYS = ("loss", "train_accuracy_running", "val_accuracy")
+
+
+def _check_line(line: Any) -> None:
+    """Raise ValueError unless `line` is an epoch line: an epoch number and numeric curves."""
+    if not isinstance(line, dict) or type(line.get("epoch")) is not int:
+        raise ValueError("no epoch number")
+    for key in CURVE_KEYS:
+        value = line.get(key)
+        values = value if isinstance(value, list) else [value]
+        if not all(v is None or type(v) in (int, float) for v in values):
+            raise ValueError(f"{key} is not a number, null or a list of them")
+
+
 def find_metrics(run: str | Path) -> Path:
     """The metrics file of RUN: a checkpoint, its .metrics.jsonl or its .run.json."""
     path = Path(run)
+    if path.is_dir():
+        raise RecordError(f"{path} is a folder; give a checkpoint or its {METRICS_SUFFIX} file")
     name = path.name
     if name.endswith(METRICS_SUFFIX):
         return path
