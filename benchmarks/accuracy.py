@@ -1,6 +1,6 @@
 """Train a model both ways - the book's eager loop and ptm_func's functional step - and compare.
 
-    python benchmarks/accuracy.py --model net --data-dir ../shared/data/cifar2 --epochs 100
+    python benchmarks/accuracy.py --model net --data bundled --epochs 100
 
 Same data, seed, initial weights and batch order; prints each one's train/val accuracy
 (eval mode) and the difference, and writes them as JSON with --json.
@@ -26,7 +26,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="net")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data", "--data-dir", default="auto", help="auto, bundled, cifar10 or a folder")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=100)
     parser.add_argument("--seed", type=int, default=123)
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    data = load_dataset(args.data_dir, device=device)
+    data = load_dataset(args.data, device=device)
     options = {"n_blocks": args.n_blocks} if args.n_blocks else {}
     model, config = book_setup(
         args.model, epochs=args.epochs, seed=args.seed, compile=args.compile, **options

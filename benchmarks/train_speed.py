@@ -1,6 +1,6 @@
 """Time the book's eager loop and the functional step side by side, in one process.
 
-    python benchmarks/train_speed.py --model net --data-dir ../shared/data/cifar2 --device cpu
+    python benchmarks/train_speed.py --model net --data bundled --device cpu
 
 Prints steady-state seconds per epoch (median over the timed epochs, the first epoch -
 compilation - reported apart) and the speed-up of each functional variant over eager.
@@ -51,7 +51,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--model", default="net")
-    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--data", "--data-dir", default="auto", help="auto, bundled, cifar10 or a folder")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is warm-up)")
     parser.add_argument(
@@ -69,7 +69,7 @@ def main() -> None:
     args = parser.parse_args()
 
     device = resolve_device(args.device)
-    data = load_dataset(args.data_dir, device=device)
+    data = load_dataset(args.data, device=device)
     options = {"n_blocks": args.n_blocks} if args.n_blocks else {}
     if args.tied:
         options["tied"] = True
