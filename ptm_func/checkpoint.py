@@ -10,6 +10,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
+import tempfile
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from . import jsonio
 from .layers import Params, State
 from .optim import SGDState
 from .registry import Model, UnknownModelError, get_model
@@ -44,7 +48,12 @@ def save_checkpoint(
     path: str | Path, model: Model, params: Params, state: State, training: dict[str, Any] | None = None
 ) -> Path:
     """Write atomically (temp file + rename): a crash never leaves a half-written `path`."""
-    path = Path(path)
+    return _atomic_save(*_checkpoint_content(model, params, state, training or {}), Path(path))
+
+
+def _checkpoint_content(
+    model: Model, params: Params, state: State, training: dict[str, Any]
+) -> tuple[dict[str, Tensor], dict[str, str]]:
     # clone: tied keys share storage, and safetensors wants contiguous, unshared CPU tensors
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in {**params, **state}.items()}
     metadata = {
@@ -52,40 +61,122 @@ def save_checkpoint(
         "format_version": FORMAT_VERSION,
         "model": model.name,
         "config": json.dumps(model.config),
-        "training": json.dumps(training or {}),
+        "training": jsonio.dumps(training),
     }
-    return _atomic_save(tensors, metadata, path)
+    return tensors, metadata
 
 
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
-    """save_file to a temp file, fsync, then rename over `path`."""
+    """Write a temp file, then rename it over `path`: readers see the old file or the new one."""
+    tmp = _write_temp(tensors, metadata, path)
+    try:
+        os.replace(tmp, path)
+    except OSError as err:
+        _discard(tmp)
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    return path
+
+
+def _write_temp(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
+    """Write `path`'s content completely (fsynced, the user's umask) beside it; return the temp file."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(tmp), metadata=metadata)
+        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except (OSError, SafetensorError) as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
-    return path
+        _discard(tmp)
+        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
+        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
+    return tmp
 
 
-def check_writable(path: str | Path) -> None:
-    """Fail now, not after hours of training, if `path` cannot be written."""
+def _discard(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0o22)
+    os.umask(mask)
+    return mask
+
+
+def remove_stale_temps(path: str | Path) -> list[Path]:
+    """Delete temp files that killed ptm processes left beside the run at `path`."""
+    path = Path(path)
+    stem = path.name.removesuffix(".safetensors")
+    removed = []
+    with contextlib.suppress(OSError):
+        for candidate in path.parent.glob(f".{glob_escape(stem)}*"):
+            found = re.search(r"\.(?:tmp|probe)(\d+)$", candidate.name)
+            if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
+                _discard(candidate)
+                removed.append(candidate)
+    return removed
+
+
+def glob_escape(text: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", text)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # exists, not ours
+    return True
+
+
+def check_writable(path: str | Path, size: int = 0) -> None:
+    """Fail now, not after hours of training, if `size` bytes cannot be written at `path`."""
     path = Path(path)
     if path.is_dir():
-        raise CheckpointError(f"{path} is a directory; give a file path such as {path / 'model.safetensors'}")
+        raise CheckpointError(f"{path} is a folder; give the path of a file")
+    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        probe = path.with_name(f".{path.name}.probe{os.getpid()}")
-        probe.write_bytes(b"")
-        probe.unlink()
+        with open(probe, "wb") as f:
+            chunk = bytes(min(size, 1 << 20))
+            for start in range(0, size, len(chunk) or 1):
+                f.write(chunk[: size - start])
+            f.flush()
+            os.fsync(f.fileno())
     except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {err}") from None
+        raise CheckpointError(f"cannot write {path}: {err.strerror or err}") from None
+    finally:
+        _discard(probe)
+
+
+def checkpoint_bytes(model: Model, *, with_training_state: bool = True) -> int:
+    """About how many bytes a save of `model` takes (weights, and momentum beside them)."""
+    tensors = _expected_tensors(model).values()
+    weights = sum(t.numel() * t.element_size() for t in tensors)
+    return (2 if with_training_state else 1) * weights + (64 << 10)  # + headers
+
+
+def save_or_rescue(save: Callable[[Path], Path], path: str | Path) -> tuple[Path, str | None]:
+    """Call `save(path)`; if it fails, `save` into a rescue file instead. Returns (where, why not path).
+
+    The rescue goes to the temp folder, else ~/.cache/ptm_func/rescue: a full disk or a vanished
+    folder at the end of a long run then costs a move, not the run.
+    """
+    path = Path(path)
+    try:
+        return save(path), None
+    except CheckpointError as err:
+        failure = str(err)
+    name = f"ptm-rescue-{os.getpid()}-{path.name}"
+    for folder in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "ptm_func" / "rescue"):
+        try:
+            return save(folder / name), failure
+        except (CheckpointError, OSError):
+            continue
+    raise CheckpointError(f"{failure}; no rescue copy could be written either (temp folder, ~/.cache)")
 
 
 def read_safetensors(
@@ -134,13 +225,42 @@ def load_checkpoint(
         )
     if expect_model is not None and metadata["model"] != expect_model:
         raise CheckpointError(f"{path} holds a {metadata['model']!r} model, not {expect_model!r}")
+    config = _json_object(metadata, "config", path)
+    training = _json_object(metadata, "training", path)
+    classes = training.get("classes", [])
+    if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+        raise CheckpointError(f"{path}: its class names are not a list of strings")
+    _check_blocks_fit(config, tensors, path)
     try:
-        model = get_model(metadata["model"], **json.loads(metadata["config"]))
+        model = get_model(metadata["model"], **config)
     except (UnknownModelError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its model: {err}") from None
     check_state_dict(model, tensors, source=str(path))
     params, state = model.split(tensors)
-    return Checkpoint(model, params, state, json.loads(metadata.get("training", "{}")))
+    return Checkpoint(model, params, state, training)
+
+
+def _json_object(metadata: dict[str, str], key: str, path) -> dict[str, Any]:
+    try:
+        value = json.loads(metadata.get(key, "{}"))
+    except ValueError:
+        raise CheckpointError(f"{path}: its metadata {key!r} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: its metadata {key!r} is not a JSON object")
+    return value
+
+
+BLOCK_KEY = re.compile(r"resblocks\.(\d+)\.")
+
+
+def _check_blocks_fit(config: dict[str, Any], tensors: dict[str, Tensor], path) -> None:
+    """Refuse a block count the file's tensors do not hold, before building any model."""
+    if "n_blocks" in config:
+        held = {int(m.group(1)) for key in tensors if (m := BLOCK_KEY.match(key))}
+        if config["n_blocks"] != len(held):
+            raise CheckpointError(
+                f"{path}: its config says n_blocks={config['n_blocks']!r} but it holds {len(held)} blocks"
+            )
 
 
 def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -> None:
@@ -195,7 +315,13 @@ def training_state_path(path: str | Path) -> Path:
 def save_run(
     path: str | Path, model: Model, ts: TrainState, config: TrainConfig, facts: dict[str, Any]
 ) -> Path:
-    """Save the weights at `path` and everything needed to resume beside it."""
+    """Save the weights at `path` and everything needed to resume beside it, as one commit.
+
+    Both files are written completely to temp files first, then renamed: the training state,
+    then the weights. A kill between the two renames leaves the new weights whole in their temp
+    file, and `load_run` finishes that commit; any other kill leaves the previous save intact.
+    """
+    path = Path(path)
     progress = {
         "epoch": ts.epoch,
         "step_in_epoch": ts.step_in_epoch,
@@ -203,41 +329,87 @@ def save_run(
         "correct": ts.correct,
     }
     training = {**facts, "config": asdict(config), "progress": progress}
-    tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
-    tensors["step"] = ts.opt_state.step
-    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    metadata = {"format": TRAIN_FORMAT, "model": model.name, "training": json.dumps(training)}
-    # The training state first: a crash between the two writes leaves weights that are one
-    # save older than it, which load_run detects by comparing `progress`.
-    _atomic_save(tensors, metadata, training_state_path(path))
-    return save_checkpoint(path, model, ts.params, ts.state, training)
+    side_tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
+    side_tensors["step"] = ts.opt_state.step
+    side_tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in side_tensors.items()}
+    side_metadata = {"format": TRAIN_FORMAT, "model": model.name, "training": jsonio.dumps(training)}
+    tensors, metadata = _checkpoint_content(model, ts.params, ts.state, training)
+    side = training_state_path(path)
+    side_tmp = _write_temp(side_tensors, side_metadata, side)
+    try:
+        weights_tmp = _write_temp(tensors, metadata, path)
+    except CheckpointError:
+        _discard(side_tmp)
+        raise
+    try:
+        os.replace(side_tmp, side)
+        os.replace(weights_tmp, path)  # the commit
+    except OSError as err:
+        _discard(side_tmp)
+        _discard(weights_tmp)
+        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
+    remove_stale_temps(path)
+    return path
 
 
 def load_run(
     path: str | Path, device: torch.device | str = "cpu"
 ) -> tuple[Checkpoint, TrainState, TrainConfig]:
-    """Load a run saved by `save_run` to continue it."""
-    ckpt = load_checkpoint(path, device)
+    """Load a run saved by `save_run` to continue it (finishing a save a kill interrupted)."""
+    path = Path(path)
     side = training_state_path(path)
     if not side.exists():
         raise CheckpointError(
             f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed"
         )
     tensors, metadata = read_safetensors(side, device)
-    if metadata.get("format") != TRAIN_FORMAT or metadata.get("model") != ckpt.model.name:
-        raise CheckpointError(f"{side} is not the training state of {path}")
-    training = json.loads(metadata["training"])
-    if training.get("progress") != ckpt.training.get("progress"):
-        raise CheckpointError(f"{side} and {path} are from different saves (interrupted write?)")
-    progress = training["progress"]
-    momentum = {k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")}
-    ts = TrainState(
-        ckpt.params,
-        ckpt.state,
-        SGDState(momentum, tensors["step"]),
-        progress["epoch"],
-        progress["step_in_epoch"],
-        progress["loss_sum"],
-        progress["correct"],
+    if metadata.get("format") != TRAIN_FORMAT:
+        raise CheckpointError(f"{side} is not a ptm_func training state")
+    training = _json_object(metadata, "training", side)
+    weights_progress = (
+        _json_object(read_metadata(path), "training", path).get("progress") if path.exists() else None
     )
-    return ckpt, ts, TrainConfig(**training["config"])
+    if weights_progress != training.get("progress") and not _finish_commit(path, training.get("progress")):
+        raise CheckpointError(
+            f"{side} and {path} are from different saves, and no complete newer save is left"
+        )
+    ckpt = load_checkpoint(path, device)
+    if metadata.get("model") != ckpt.model.name:
+        raise CheckpointError(f"{side} is not the training state of {path}")
+    remove_stale_temps(path)
+    try:
+        progress = training["progress"]
+        momentum = {k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")}
+        ts = TrainState(
+            ckpt.params,
+            ckpt.state,
+            SGDState(momentum, tensors["step"]),
+            int(progress["epoch"]),
+            int(progress["step_in_epoch"]),
+            float(progress["loss_sum"]),
+            int(progress["correct"]),
+        )
+        config = TrainConfig(**training["config"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{side}: its training state is incomplete or invalid ({err})") from None
+    trainable = {k: tuple(v.shape) for k, v in ckpt.params.items() if k not in ckpt.model.aliases}
+    buffers = {k: tuple(v.shape) for k, v in momentum.items()}
+    if buffers != (trainable if config.momentum else {}):
+        raise CheckpointError(f"{side}: its momentum buffers do not fit the weights in {path}")
+    if ts.opt_state.step.shape != () or ts.opt_state.step.dtype != torch.int64:
+        raise CheckpointError(f"{side}: its step count is not a 0-d int64 tensor")
+    return ckpt, ts, config
+
+
+def _finish_commit(path: Path, progress: Any) -> bool:
+    """Rename in the weights a kill left in a temp file, if they belong to the newer training state."""
+    for tmp in sorted(path.parent.glob(f".{glob_escape(path.name)}.tmp*")):
+        try:
+            training = json.loads(read_metadata(tmp).get("training", "{}"))
+            read_safetensors(tmp)  # complete, not cut short
+        except (CheckpointError, ValueError):
+            continue
+        if isinstance(training, dict) and training.get("progress") == progress:
+            os.replace(tmp, path)
+            return True
+    return False

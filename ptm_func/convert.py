@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-from .checkpoint import CheckpointError, check_state_dict, load_checkpoint, save_checkpoint
+from .checkpoint import (
+    BLOCK_KEY,
+    FORMAT,
+    CheckpointError,
+    check_state_dict,
+    load_checkpoint,
+    read_safetensors,
+    save_checkpoint,
+)
 from .registry import Model, get_model
 
 
@@ -33,14 +41,25 @@ def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
     return dict(obj)
 
 
+def read_plain_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """A state_dict saved with safetensors but without ptm_func's metadata (e.g. save_file)."""
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") == FORMAT:
+        raise CheckpointError(f"{path} is a ptm_func checkpoint already; convert it to .pt, or copy it")
+    return tensors
+
+
 def infer_config(name: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
     """Read n_chans1 / n_blocks / tied off a state_dict's shapes and keys for model `name`."""
     config: dict[str, Any] = {}
-    if name != "net" and "conv1.weight" in tensors:
-        config["n_chans1"] = tensors["conv1.weight"].shape[0]
+    if name != "net":
+        config["n_chans1"] = _conv1_channels(tensors)
     if name == "resdeep":
-        blocks = {int(m.group(1)) for k in tensors if (m := re.match(r"resblocks\.(\d+)\.", k))}
-        config["n_blocks"] = max(blocks) + 1 if blocks else 0
+        blocks = sorted({int(m.group(1)) for k in tensors if (m := BLOCK_KEY.match(k))})
+        if blocks != list(range(len(blocks))):
+            shown = ", ".join(map(str, blocks[:3] + (["..."] if len(blocks) > 3 else [])))
+            raise CheckpointError(f"its resblocks are numbered {shown}, not 0..n-1")
+        config["n_blocks"] = len(blocks)
         first, last = "resblocks.0.conv.weight", f"resblocks.{config['n_blocks'] - 1}.conv.weight"
         # torch.save keeps the book's sharing; equal weights in different blocks mean tied too
         config["tied"] = (
@@ -55,6 +74,15 @@ def infer_config(name: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
     return config
 
 
+def _conv1_channels(tensors: dict[str, Tensor]) -> int:
+    """Output channels of conv1, which every chapter-8 model has as a 4-d weight."""
+    weight = tensors.get("conv1.weight")
+    if weight is None or weight.dim() != 4:
+        found = "no conv1.weight" if weight is None else f"conv1.weight of shape {tuple(weight.shape)}"
+        raise CheckpointError(f"it has {found}; every chapter-8 model has a 4-d conv1.weight")
+    return weight.shape[0]
+
+
 def infer_model_name(tensors: dict[str, Tensor]) -> str:
     """Name the model a state_dict belongs to, or raise when its keys fit several."""
     keys = set(tensors)
@@ -65,9 +93,7 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
     if "conv3.weight" in keys:
         candidates = ["depth", "res"]
     elif "conv2.weight" in keys:
-        candidates = (
-            ["net", "width", "dropout"] if tensors["conv1.weight"].shape[0] == 16 else ["width", "dropout"]
-        )
+        candidates = ["net", "width", "dropout"] if _conv1_channels(tensors) == 16 else ["width", "dropout"]
     else:
         raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
     raise CheckpointError(f"the keys and shapes fit {' and '.join(candidates)} alike; say which with --model")
@@ -82,8 +108,8 @@ def model_for_state_dict(tensors: dict[str, Tensor], name: str | None = None, **
 
 
 def pt_to_safetensors(src: str | Path, dst: str | Path, name: str | None = None, **config: Any) -> Model:
-    """Convert a book .pt state_dict into a ptm_func checkpoint."""
-    tensors = read_pt_state_dict(src)
+    """Convert a book .pt state_dict (or a plain .safetensors one) into a ptm_func checkpoint."""
+    tensors = read_plain_safetensors(src) if Path(src).suffix == ".safetensors" else read_pt_state_dict(src)
     try:
         model = model_for_state_dict(tensors, name, **config)
     except CheckpointError as err:
@@ -105,7 +131,8 @@ def safetensors_to_pt(src: str | Path, dst: str | Path, name: str | None = None)
         torch.save(module.state_dict(), tmp)  # the module's own state_dict: tied keys stay shared
         os.replace(tmp, dst)
     except OSError as err:
-        raise CheckpointError(f"cannot write {dst}: {err}") from None
+        raise CheckpointError(f"cannot write {dst}: {err.strerror or err}") from None
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
     return ckpt.model

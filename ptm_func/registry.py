@@ -97,6 +97,11 @@ _SPECS: dict[str, _Spec] = {
 }
 
 MODEL_NAMES: tuple[str, ...] = tuple(_SPECS)
+# Every chapter-8 network ends in nn.Linear(32, 2): two classes (airplane, bird by default).
+OUTPUTS = 2
+# Sizes a config may ask for: wide and deep enough for any experiment on 32x32 images, and
+# small enough that a crafted checkpoint or a typo cannot make ptm allocate without end.
+SIZE_LIMITS = {"n_chans1": (2, 1024), "n_blocks": (1, 10_000)}
 
 
 @dataclass(frozen=True)
@@ -160,8 +165,12 @@ def get_model(name: str, **config: Any) -> Model:
         allowed = ", ".join(spec.defaults) or "none"
         raise ModelConfigError(f"{name} takes no option {sorted(unknown)}; its options: {allowed}")
     config = {**spec.defaults, **config}
-    if config.get("n_chans1", 2) < 2 or config.get("n_blocks", 1) < 1:
-        raise ModelConfigError(f"n_chans1 must be >= 2 and n_blocks >= 1, got {config}")
+    for key, (low, high) in SIZE_LIMITS.items():
+        value = config.get(key, low)
+        if type(value) is not int or not low <= value <= high:
+            raise ModelConfigError(f"{key} must be an integer in {low}..{high:,}, got {value!r}")
+    if type(config.get("tied", False)) is not bool:
+        raise ModelConfigError(f"tied must be true or false, got {config['tied']!r}")
     return Model(name, config)
 
 
