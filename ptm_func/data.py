@@ -10,8 +10,9 @@ import socket
 import sys
 import tarfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -24,10 +25,15 @@ BOOK_MEAN = (0.4915, 0.4823, 0.4468)
 BOOK_STD = (0.2470, 0.2435, 0.2616)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 IMAGE_SIZE = 32
+MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo; larger files are refused before decoding
 
 
 class DataError(ValueError):
     """The data could not be found, fetched or read; the message says what to do."""
+
+
+class ClassChoiceError(DataError):
+    """The classes asked for do not exist there, repeat, or do not fit the model's outputs."""
 
 
 @dataclass(frozen=True)
@@ -48,9 +54,12 @@ class Dataset:
     val: Split
     classes: tuple[str, ...]
     source: str  # where it came from, for logs and checkpoints
+    fingerprint: dict[str, Any] | None = None  # counts per class and a hash: the same data, or not
 
     def to(self, device) -> Dataset:
-        return Dataset(self.train.to(device), self.val.to(device), self.classes, self.source)
+        return Dataset(
+            self.train.to(device), self.val.to(device), self.classes, self.source, self.fingerprint
+        )
 
 
 def default_cache_dir() -> Path:
@@ -71,6 +80,7 @@ def load_dataset(
     device: torch.device | str = "cpu",
     *,
     notify: Callable[[str], None] | None = None,
+    n_classes: int | None = None,
 ) -> Dataset:
     """Load train/val as normalised device tensors from one of these sources:
 
@@ -84,30 +94,61 @@ def load_dataset(
       data again (how a resumed run finds its data).
 
     `classes` picks two or more classes, in label order (default: the folder's classes, or the
-    book's airplane, bird).
+    book's airplane, bird); `n_classes` (a model's outputs) refuses another count before any
+    image is read.
     """
     text = "auto" if source is None else str(source)
+    pick = ClassPick(classes, n_classes)
     if text == "auto":
-        dataset = _load_auto(classes, notify)
+        dataset = _load_auto(pick, notify)
     elif text in ("bundled", BUNDLED_LABEL):
-        dataset = load_bundled(classes)
+        dataset = load_bundled(pick)
     elif text == "cifar10":
-        dataset = _load_cifar10(default_cache_dir(), classes, download=True)
+        dataset = _load_cifar10(default_cache_dir(), pick, download=True)
     elif text.startswith("cifar10:"):
-        dataset = _load_cifar10(Path(text.removeprefix("cifar10:")), classes, download=True)
+        dataset = _load_cifar10(Path(text.removeprefix("cifar10:")), pick, download=True)
     else:
-        dataset = _load_folder(Path(text.removeprefix("imagefolder:")).expanduser(), classes)
-    return dataset.to(device)
+        dataset = _load_folder(Path(text.removeprefix("imagefolder:")).expanduser(), pick)
+    return replace(dataset, fingerprint=fingerprint(dataset)).to(device)
 
 
-def _load_auto(classes: Sequence[str] | None, notify: Callable[[str], None] | None) -> Dataset:
+def fingerprint(dataset: Dataset) -> dict[str, Any]:
+    """Images per class in each split and a SHA-256 of labels and pixels (0.1 s for CIFAR-2)."""
+    digest = hashlib.sha256()
+    for split in (dataset.train, dataset.val):
+        for tensor in (split.labels, split.images):
+            digest.update(memoryview(tensor.contiguous().cpu().numpy()).cast("B"))
+    counts = {
+        name: split.labels.bincount(minlength=len(dataset.classes)).tolist()
+        for name, split in (("train", dataset.train), ("val", dataset.val))
+    }
+    return {"classes": list(dataset.classes), **counts, "sha256": digest.hexdigest()[:16]}
+
+
+def check_same_data(saved: dict[str, Any] | None, dataset: Dataset) -> None:
+    """Raise DataError unless `dataset` is the data whose fingerprint was `saved` (None: not recorded)."""
+    if saved is None or saved == dataset.fingerprint:
+        return
+    now = dataset.fingerprint or {}
+    differences = [
+        f"{key} {saved.get(key)} now {now.get(key)}"
+        for key in ("classes", "train", "val", "sha256")
+        if saved.get(key) != now.get(key)
+    ]
+    raise DataError(
+        f"{dataset.source} is not the data this run was trained on ({'; '.join(differences)}); "
+        "point --data at the original data"
+    )
+
+
+def _load_auto(pick: ClassPick, notify: Callable[[str], None] | None) -> Dataset:
     """CIFAR-10 from the cache, else its download, else the bundled CIFAR-2."""
     root = default_cache_dir()
-    chosen = _check_classes(classes or BOOK_CLASSES, CIFAR10_CLASSES, "CIFAR-10")
+    chosen = pick.choose(CIFAR10_CLASSES, "CIFAR-10", default=BOOK_CLASSES)
     if _cifar10_present(root):
-        return _load_cifar10(root, chosen, download=False)
+        return _load_cifar10(root, pick, download=False)
     try:
-        return _load_cifar10(root, chosen, download=True)
+        return _load_cifar10(root, pick, download=True)
     except DataError as err:
         reason = str(err)
     if not set(chosen) <= set(BOOK_CLASSES):
@@ -121,42 +162,59 @@ def _load_auto(classes: Sequence[str] | None, notify: Callable[[str], None] | No
             f"within about a point of the original). For the original pixels put {CIFAR10_URL} in "
             f"{root}, or run once online."
         )
-    return load_bundled(chosen)
+    return load_bundled(pick)
 
 
-def _load_folder(root: Path, classes: Sequence[str] | None) -> Dataset:
+def _load_folder(root: Path, pick: ClassPick) -> Dataset:
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
         raise DataError(f"data folder {str(root)!r} {what}; --data takes auto, bundled, cifar10 or a folder")
     root = root.resolve()
     if (root / "train").is_dir():
-        return _load_image_folder(root, classes)
+        return _load_image_folder(root, pick)
     if _cifar10_present(root):
-        return _load_cifar10(root, classes, download=False)
+        return _load_cifar10(root, pick, download=False)
     raise DataError(
         f"{root} is neither an ImageFolder root (train/<class>/*.jpg and test/ or val/) nor a folder "
         "holding cifar-10-batches-py"
     )
 
 
-def _check_classes(wanted: Sequence[str], available: Sequence[str], where: str) -> tuple[str, ...]:
-    wanted = tuple(wanted)
-    if len(wanted) < 2:
-        raise DataError(f"need at least two classes, got {list(wanted)} ({where})")
-    if len(set(wanted)) != len(wanted):
-        raise DataError(f"classes repeat: {list(wanted)}")
-    missing = [c for c in wanted if c not in available]
-    if missing:
-        raise DataError(f"no class {missing} in {where}; available: {', '.join(available)}")
-    return wanted
+@dataclass(frozen=True)
+class ClassPick:
+    """The classes asked for (None: the source's default) and how many the model can output."""
+
+    wanted: Sequence[str] | None = None
+    n_classes: int | None = None
+
+    def choose(
+        self, available: Sequence[str], where: str, default: Sequence[str] | None = None
+    ) -> tuple[str, ...]:
+        """The classes to load, in label order, or ClassChoiceError before anything is read."""
+        wanted = tuple(self.wanted or default or available)
+        if len(wanted) < 2:
+            raise ClassChoiceError(f"need at least two classes, got {list(wanted)} ({where})")
+        if len(set(wanted)) != len(wanted):
+            raise ClassChoiceError(f"classes repeat: {list(wanted)}")
+        missing = [c for c in wanted if c not in available]
+        if missing:
+            raise ClassChoiceError(f"no class {missing} in {where}; available: {', '.join(available)}")
+        if self.n_classes is not None and len(wanted) != self.n_classes:
+            raise ClassChoiceError(
+                f"the model has {self.n_classes} outputs but {len(wanted)} classes were chosen "
+                f"({', '.join(wanted)}; {where}); pick {self.n_classes} with --classes"
+            )
+        return wanted
 
 
-def _load_image_folder(root: Path, classes: Sequence[str] | None) -> Dataset:
+def _load_image_folder(root: Path, pick: ClassPick) -> Dataset:
     val_dir = next((root / n for n in ("test", "val") if (root / n).is_dir()), None)
     if val_dir is None:
         raise DataError(f"{root} has train/ but no test/ or val/ folder beside it")
-    available = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
-    chosen = _check_classes(classes or available, available, f"{root / 'train'}")
+    # hidden folders (.ipynb_checkpoints and the like) are not classes
+    train_dir = root / "train"
+    available = sorted(p.name for p in train_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    chosen = pick.choose(available, f"{train_dir}")
     return Dataset(
         train=_read_split(root / "train", chosen),
         val=_read_split(val_dir, chosen),
@@ -171,7 +229,11 @@ def _read_split(split_dir: Path, classes: tuple[str, ...]) -> Split:
         class_dir = split_dir / name
         if not class_dir.is_dir():
             raise DataError(f"{split_dir} has no folder for class {name!r}")
-        files = sorted(p for p in class_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p
+            for p in class_dir.iterdir()
+            if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+        )
         if not files:
             raise DataError(f"{class_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
         files_per_class.append(files)
@@ -182,26 +244,44 @@ def _decode_split(sources_per_class: Sequence[Sequence[Path | tuple[str, bytes]]
     """Decode 32x32 images, class by class (label = position), into one normalised Split."""
     images, labels = [], []
     for label, sources in enumerate(sources_per_class):
-        for source in sources:
-            image = read_image(source)
-            name = source if isinstance(source, Path) else source[0]
-            if image.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-                raise DataError(f"{name} is {image.shape[2]}x{image.shape[1]}; training images must be 32x32")
-            images.append(image)
+        images += [read_image(source, expect_size=(IMAGE_SIZE, IMAGE_SIZE)) for source in sources]
         labels += [label] * len(sources)
     return Split(normalize(torch.stack(images)), torch.tensor(labels, dtype=torch.int64))
 
 
-def read_image(source: Path | tuple[str, bytes]) -> Tensor:
-    """Decode an image file, or a (name, bytes) pair, to a (3, H, W) uint8 RGB tensor."""
+def read_image(
+    source: Path | tuple[str, bytes],
+    *,
+    expect_size: tuple[int, int] | None = None,
+    max_pixels: int = MAX_IMAGE_PIXELS,
+) -> Tensor:
+    """Decode an image file, or a (name, bytes) pair, to a (3, H, W) uint8 RGB tensor.
+
+    The size the file declares is checked before decoding: `expect_size` (width, height) must
+    match, and no image over `max_pixels` is decoded (a tiny file can declare 30000x30000).
+    """
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.functional import pil_to_tensor
 
     name, opened = (source, source) if isinstance(source, Path) else (source[0], io.BytesIO(source[1]))
     try:
         with Image.open(opened) as image:
+            width, height = image.size
+            if expect_size is not None and (width, height) != expect_size:
+                raise DataError(
+                    f"{name} is {width}x{height}; training images must be {expect_size[0]}x{expect_size[1]}"
+                )
+            if width * height > max_pixels:
+                raise DataError(
+                    f"{name} declares {width}x{height} pixels; ptm decodes images up to "
+                    f"{max_pixels / 1e6:.0f} megapixels"
+                )
             return pil_to_tensor(image.convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
+    except Image.DecompressionBombError as err:
+        raise DataError(f"{name} declares a size too large to decode safely ({err})") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as err:
+        if isinstance(err, DataError):
+            raise
         raise DataError(f"cannot decode image {name}: {err}") from None
 
 
@@ -212,9 +292,10 @@ BUNDLED_SHA256 = "2b3458677329eb22761fb6b0d019f08d72bc3580aa51cbfe07cfe6c07884fa
 BUNDLED_LABEL = "bundled:cifar2"
 
 
-def load_bundled(classes: Sequence[str] | None = None) -> Dataset:
+def load_bundled(classes: ClassPick | Sequence[str] | None = None) -> Dataset:
     """CIFAR-2 from the archive inside the package (see bundled/README.md), read in memory."""
-    chosen = _check_classes(classes or BOOK_CLASSES, BOOK_CLASSES, "the bundled CIFAR-2")
+    pick = classes if isinstance(classes, ClassPick) else ClassPick(classes)
+    chosen = pick.choose(BOOK_CLASSES, "the bundled CIFAR-2")
     try:
         blob = BUNDLED_ARCHIVE.read_bytes()
     except OSError as err:
@@ -242,8 +323,8 @@ def _cifar10_present(root: Path) -> bool:
     return (root / "cifar-10-batches-py").is_dir()
 
 
-def _load_cifar10(root: Path, classes: Sequence[str] | None, download: bool) -> Dataset:
-    chosen = _check_classes(classes or BOOK_CLASSES, CIFAR10_CLASSES, "CIFAR-10")
+def _load_cifar10(root: Path, pick: ClassPick, download: bool) -> Dataset:
+    chosen = pick.choose(CIFAR10_CLASSES, "CIFAR-10", default=BOOK_CLASSES)
     root = root.expanduser().resolve()
     if download and not _cifar10_present(root):
         _download_cifar10(root)

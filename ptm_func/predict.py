@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torchvision.transforms.functional import center_crop, resize
 
-from .data import IMAGE_SIZE, normalize, read_image
+from .data import IMAGE_SIZE, DataError, normalize, read_image
 from .layers import Params, State
 from .registry import Model
 
@@ -16,46 +16,57 @@ from .registry import Model
 @dataclass(frozen=True)
 class Prediction:
     path: str
-    label: str
-    probability: float
+    label: str | None  # None when the image could not be read
+    probability: float | None
     probabilities: dict[str, float]
     note: str  # how the image was fitted to 32x32, or ""
+    error: str | None = None  # why the image could not be read
 
 
 def load_for_prediction(path: str | Path) -> tuple[torch.Tensor, str]:
-    """(3, 32, 32) uint8 image and a note on any resizing (shorter side to 32, centre crop)."""
+    """(3, 32, 32) uint8 image and a note on any fitting (centre square, scaled to 32x32).
+
+    Cropping before scaling keeps memory at the size of the file's own pixels, whatever its
+    aspect ratio (a 1x200000 strip stays small).
+    """
     image = read_image(Path(path))
     _, h, w = image.shape
     if (h, w) == (IMAGE_SIZE, IMAGE_SIZE):
         return image, ""
-    fitted = center_crop(resize(image, [IMAGE_SIZE], antialias=True), [IMAGE_SIZE, IMAGE_SIZE])
-    return fitted, f"resized from {w}x{h} (shorter side to 32, centre crop)"
+    side = min(h, w)
+    square = center_crop(image, [side, side])
+    fitted = resize(square, [IMAGE_SIZE, IMAGE_SIZE], antialias=True)
+    return fitted, f"resized from {w}x{h} (centre {side}x{side} square scaled to 32x32)"
 
 
 @torch.no_grad()
 def predict(
     model: Model, params: Params, state: State, paths: list[str | Path], classes: list[str]
 ) -> list[Prediction]:
-    """Eval-mode class probabilities for each image file."""
-    if not paths:
-        return []
-    loaded = [load_for_prediction(p) for p in paths]
-    device = next(iter(params.values())).device
-    images = normalize(torch.stack([image for image, _ in loaded])).to(device)
-    logits, _ = model.apply(params, state, images, train=False)
-    if logits.shape[1] != len(classes):
-        raise ValueError(f"the model has {logits.shape[1]} outputs but {len(classes)} class names")
-    probs = torch.softmax(logits, dim=1).cpu()
+    """Eval-mode class probabilities for each image file; an unreadable one gets `error`."""
+    loaded: dict[int, tuple[torch.Tensor, str]] = {}
+    failed: dict[int, str] = {}
+    for i, path in enumerate(paths):
+        try:
+            if not Path(path).is_file():
+                raise DataError(f"no image at {path}")
+            loaded[i] = load_for_prediction(path)
+        except DataError as err:
+            failed[i] = str(err)
+    probs: dict[int, torch.Tensor] = {}
+    if loaded:
+        device = next(iter(params.values())).device
+        images = normalize(torch.stack([image for image, _ in loaded.values()])).to(device)
+        logits, _ = model.apply(params, state, images, train=False)
+        if logits.shape[1] != len(classes):
+            raise ValueError(f"the model has {logits.shape[1]} outputs but {len(classes)} class names")
+        probs = dict(zip(loaded, torch.softmax(logits, dim=1).cpu(), strict=True))
     out = []
-    for path, (_, note), p in zip(paths, loaded, probs, strict=True):
-        best = int(p.argmax())
-        out.append(
-            Prediction(
-                str(path),
-                classes[best],
-                float(p[best]),
-                {c: float(v) for c, v in zip(classes, p, strict=True)},
-                note,
-            )
-        )
+    for i, path in enumerate(paths):
+        if i in failed:
+            out.append(Prediction(str(path), None, None, {}, "", failed[i]))
+            continue
+        p, best = probs[i], int(probs[i].argmax())
+        per_class = {c: float(v) for c, v in zip(classes, p, strict=True)}
+        out.append(Prediction(str(path), classes[best], float(p[best]), per_class, loaded[i][1]))
     return out
