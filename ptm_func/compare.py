@@ -17,10 +17,11 @@ class ComparisonRow:
     variant: str
     book_class: str
     params: int
-    train_accuracy: float
-    val_accuracy: float
+    train_accuracy: float | None  # None when the training diverged
+    val_accuracy: float | None
     seconds: float
     history: list[dict[str, Any]]  # EpochStats per epoch, as dicts
+    diverged_in: int | None = None  # the epoch whose loss went NaN or infinite
 
 
 def compare(
@@ -49,6 +50,7 @@ def compare(
                 result.val_accuracy,
                 time.perf_counter() - t0,
                 [asdict(stats) for stats in result.history],
+                result.diverged_in,
             )
         )
     return rows

@@ -19,7 +19,16 @@ from torch import Tensor
 from . import rng
 from .data import Dataset
 from .registry import Model
-from .train import EpochStats, TrainConfig, TrainState, build_step, epoch_order, evaluate, init_train_state
+from .train import (
+    EpochStats,
+    TrainConfig,
+    TrainState,
+    build_step,
+    epoch_order,
+    evaluate,
+    init_train_state,
+    snapshot,
+)
 
 
 def stack(trees: list[Any]) -> Any:
@@ -55,6 +64,8 @@ class EnsembleResult:
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     interrupted: bool = False
+    diverged_in: int | None = None  # the epoch whose loss went NaN or infinite for some member
+    diverged_members: list[int] = field(default_factory=list)  # which (replicas are the last finite)
 
     def summary(self) -> dict[str, Any]:
         def spread(values):
@@ -108,6 +119,7 @@ def fit_ensemble(
     n_batches = math.ceil(n / config.batch_size)
     result = EnsembleResult([], seeds)
     started = time.perf_counter()
+    last_good = snapshot(TrainState(params, state, opt_state))
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
         # (K, n): each replica's own sample order, as its separate run would draw it
@@ -132,6 +144,12 @@ def fit_ensemble(
             break
         seconds = time.perf_counter() - t0
         losses = (loss_sum / n_batches).tolist()  # the epoch's one host sync
+        result.diverged_members = [r for r, loss in enumerate(losses) if not math.isfinite(loss)]
+        if result.diverged_members:
+            result.diverged_in = epoch + 1
+            params, state, opt_state = last_good.params, last_good.state, last_good.opt_state
+            break
+        last_good = snapshot(TrainState(params, state, opt_state))
         running = (correct.double() / n).tolist()
         vals = [None] * replicas
         if config.validates_after(epoch + 1):
@@ -152,7 +170,7 @@ def fit_ensemble(
     for r in range(replicas):
         ts = TrainState(unstack(params, r), unstack(state, r), unstack(opt_state, r), len(result.history))
         result.replicas.append(ts)
-        if not result.interrupted:
+        if not result.interrupted and result.diverged_in is None:
             result.train_accuracy.append(evaluate(model, ts.params, ts.state, data.train))
             result.val_accuracy.append(evaluate(model, ts.params, ts.state, data.val))
     result.seconds = time.perf_counter() - started

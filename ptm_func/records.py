@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from . import jsonio
 from .checkpoint import CheckpointError, read_metadata
 from .data import Dataset
 from .registry import Model
@@ -78,6 +79,22 @@ def _version() -> str:
         return "unknown"
 
 
+def replica_path(checkpoint: str | Path, replica: int) -> Path:
+    """runs/net.safetensors, 2 -> runs/net-r2.safetensors (a member of an ensemble)"""
+    stem = _stem(checkpoint)
+    return stem.with_name(f"{stem.name}-r{replica}.safetensors")
+
+
+def unused_run_path(checkpoint: str | Path) -> Path:
+    """`checkpoint`, else NAME-2.safetensors, NAME-3, ...: the first no earlier run has used."""
+    stem = _stem(checkpoint)
+    candidate, number = Path(checkpoint), 1
+    while any(p.exists() for p in (candidate, metrics_path(candidate), replica_path(candidate, 0))):
+        number += 1
+        candidate = stem.with_name(f"{stem.name}-{number}.safetensors")
+    return candidate
+
+
 def epoch_line(stats: EpochStats) -> dict[str, Any]:
     """One epoch as a record line; K members put their per-member lists in place of the means."""
     line = asdict(stats)
@@ -117,14 +134,14 @@ class RunRecord:
         else:
             info = {**info, "started": now}
         self.info = info
-        _write_atomic(self.metrics, "".join(json.dumps(line) + "\n" for line in kept))
-        _write_atomic(self.info_path, json.dumps(info, indent=2) + "\n")
+        _write_atomic(self.metrics, "".join(jsonio.dumps(line) + "\n" for line in kept))
+        _write_atomic(self.info_path, jsonio.dumps(info, indent=2) + "\n")
 
     def log_epoch(self, stats: EpochStats) -> None:
         """Append one epoch's line, on disk before this returns."""
         try:
             with open(self.metrics, "a", encoding="utf-8") as f:
-                f.write(json.dumps(epoch_line(stats)) + "\n")
+                f.write(jsonio.dumps(epoch_line(stats)) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as err:
@@ -133,7 +150,7 @@ class RunRecord:
     def finish(self, result: dict[str, Any]) -> None:
         """Add the final result (or how the run stopped) to the run's info."""
         self.info = {**self.info, "result": result}
-        _write_atomic(self.info_path, json.dumps(self.info, indent=2) + "\n")
+        _write_atomic(self.info_path, jsonio.dumps(self.info, indent=2) + "\n")
 
 
 def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:
@@ -190,10 +207,11 @@ def find_metrics(run: str | Path) -> Path:
         return candidate
     # a replica of an ensemble: its checkpoint names the record the replicas share
     try:
-        record = json.loads(read_metadata(path).get("training", "{}")).get("record")
+        training = json.loads(read_metadata(path).get("training", "{}"))
+        record = training.get("record") if isinstance(training, dict) else None
+        return path.with_name(record) if isinstance(record, str) and record else candidate
     except (CheckpointError, ValueError):
-        record = None
-    return path.with_name(record) if record else candidate
+        return candidate
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:

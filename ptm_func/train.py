@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ TRAINABLE_NAMES = ("net", "width", "l2", "dropout", "batchnorm", "depth", "res",
 # On a 2-core CPU the compiled Net step ran ~1.4x faster than the eager torch.func step
 # (1.7 vs 2.4 s/epoch) after 10-40 s of compilation: it pays from about 20 epochs.
 CPU_COMPILE_EPOCHS = 20
+SEED_LIMIT = 2**63  # torch.Generator.manual_seed's range
 
 
 @dataclass(frozen=True)
@@ -56,10 +57,17 @@ class TrainConfig:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch size must be >= 1, got {self.batch_size}")
-        if not self.lr > 0 or not math.isfinite(self.lr):
+        for name in ("lr", "momentum", "dampening", "weight_decay", "l2_lambda", "l1_lambda"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if not self.lr > 0:
             raise ValueError(f"lr must be a positive number, got {self.lr}")
         if self.l2_lambda < 0 or self.l1_lambda < 0:
             raise ValueError("l2 and l1 penalties must be >= 0")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < SEED_LIMIT:
+            raise ValueError(f"seed must be in 0..2**63-1, got {self.seed}")
+        self.optimizer()  # momentum, weight decay, nesterov
         if self.eval_every < 0:
             raise ValueError(
                 f"eval_every must be >= 0 (0: validate after the last epoch only), got {self.eval_every}"
@@ -144,10 +152,14 @@ def build_step(model: Model, config: TrainConfig, device: torch.device, *, vmapp
     step = make_train_step(model, config.optimizer(), l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda)
     if vmapped:
         step = torch.func.vmap(step, randomness="different")
-    use_compile = config.compile
-    if use_compile is None:
-        use_compile = device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
-    return compile_step(step, device, config.compile_mode) if use_compile else step
+    return compile_step(step, device, config.compile_mode) if will_compile(config, device) else step
+
+
+def will_compile(config: TrainConfig, device: torch.device) -> bool:
+    """Does `fit` compile the step? As asked, else on CUDA always and on CPU from CPU_COMPILE_EPOCHS."""
+    if config.compile is not None:
+        return config.compile
+    return device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
 
 
 def validation_key(base_key: Tensor, epoch: int) -> Tensor:
@@ -245,6 +257,8 @@ class TrainResult:
     train_state: TrainState
     history: list[EpochStats] = field(default_factory=list)
     interrupted: bool = False  # stopped on request before the last epoch
+    # the epoch whose loss was NaN or infinite; train_state is then the last finite one
+    diverged_in: int | None = None
     train_accuracy: float | None = None
     val_accuracy: float | None = None
     seconds: float = 0.0
@@ -297,6 +311,7 @@ def fit(
     result = TrainResult(ts)
     started = time.perf_counter()
     params, state, opt_state = ts.params, ts.state, ts.opt_state
+    last_good = snapshot(ts)  # where a diverged run goes back to
     while ts.epoch < config.epochs:
         t0 = time.perf_counter()
         order = epoch_order(config.seed, ts.epoch, n, config.shuffle, device)
@@ -318,12 +333,19 @@ def fit(
                     params, state, opt_state, ts.epoch, i + 1, loss_sum.item(), int(correct.item())
                 )
                 result.interrupted = True
+                if not math.isfinite(result.train_state.loss_sum):
+                    result.train_state, result.diverged_in = last_good, ts.epoch + 1
                 result.seconds = time.perf_counter() - started
                 return result
         loss = loss_sum.item() / n_batches  # the epoch's one host sync
+        if not math.isfinite(loss):
+            result.train_state, result.diverged_in = last_good, ts.epoch + 1
+            result.seconds = time.perf_counter() - started
+            return result
         seconds = time.perf_counter() - t0
         steps_run = n_batches - ts.step_in_epoch
         ts = result.train_state = TrainState(params, state, opt_state, ts.epoch + 1)
+        last_good = snapshot(ts)
         stats = EpochStats(
             ts.epoch,
             config.epochs,
@@ -357,6 +379,20 @@ def fit(
         result.val_accuracy = evaluate(model, params, state, data.val)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def snapshot(ts: TrainState) -> TrainState:
+    """A copy of `ts` that later steps cannot change (shared tensors stay shared)."""
+    copies: dict[int, Tensor] = {}
+
+    def copy(tree):
+        if isinstance(tree, Tensor):
+            return copies.setdefault(id(tree), tree.detach().clone())
+        if isinstance(tree, dict):
+            return {k: copy(v) for k, v in tree.items()}
+        return type(tree)(*(copy(v) for v in tree))  # SGDState
+
+    return replace(ts, params=copy(ts.params), state=copy(ts.state), opt_state=copy(ts.opt_state))
 
 
 def config_dict(config: TrainConfig) -> dict[str, Any]:

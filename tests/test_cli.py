@@ -38,8 +38,9 @@ def test_info_json_parses_and_counts_tied_resdeep_once():
     [
         (("info", "resnet"), 2, "choose one of: net, width"),
         (("info", "net", "--n-blocks", "3"), 2, "takes no option"),
-        (("info", "resdeep", "--n-blocks", "0"), 2, "n_blocks >= 1"),
-        (("train", "width", "--n-chans1", "1"), 2, "n_chans1 must be >= 2"),
+        (("info", "resdeep", "--n-blocks", "0"), 2, "n_blocks must be an integer in 1..10,000"),
+        (("info", "resdeep", "--n-blocks", "1000000000"), 2, "n_blocks must be an integer in 1..10,000"),
+        (("train", "width", "--n-chans1", "1"), 2, "n_chans1 must be an integer in 2..1,024"),
     ],
 )
 def test_info_errors_are_one_line_without_traceback(args, code, needle):
