@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import json
+import os
+import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,15 +11,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ptm_func import jsonio
+from ptm_func.checkpoint import check_writable
 from ptm_func.compare import compare as run_comparison
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves_grid
-from ptm_func.train import TRAINABLE_NAMES
+from ptm_func.registry import OUTPUTS
+from ptm_func.train import TRAINABLE_NAMES, book_setup
 
 from .errors import UsageError, friendly_errors
 from .options import Classes, DataSource, Device, note, parse_classes
 from .progress import TrainingProgress
+from .text import printable
 
 
 def compare(
@@ -51,8 +56,8 @@ def compare(
     Example: ptm compare net width l2 --epochs 20
     """
     with friendly_errors():
-        names = list(models or TRAINABLE_NAMES)
-        unknown = [n for n in names if n not in TRAINABLE_NAMES]
+        variants = list(models or TRAINABLE_NAMES)
+        unknown = [n for n in variants if n not in TRAINABLE_NAMES]
         if unknown:
             raise UsageError(f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}")
         if epochs is not None and epochs < 1:
@@ -60,50 +65,95 @@ def compare(
         overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
         if book_quirks:
             overrides.update(shuffle=False, eval_train_mode=True)
-        dev = resolve_device(device)
-        data = load_dataset(data, parse_classes(classes), dev, notify=note)
-        console = Console(stderr=True)
-        rows = []
-        for name in names:
+        plans = []  # every variant's settings, checked before the first one trains
+        for name in variants:
             options = dict(overrides)
             if name == "resdeep" and resdeep_blocks is not None:
                 options["n_blocks"] = resdeep_blocks
+            try:
+                book_setup(name, **options)
+            except ValueError as err:
+                raise UsageError(f"{name}: {err}") from None
+            plans.append((name, options))
+        curves = chart.with_name(f"{chart.stem}-curves.png")
+        if chart.suffix != ".png":
+            raise UsageError(f"--chart must name a .png file, got {chart}")
+        for path in (json_out, chart, curves):
+            check_writable(path, 1 << 20)
+        dev = resolve_device(device)
+        dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
+        rows, interrupted = _train_all(plans, dataset)
+    with friendly_errors():
+        failed = _report(rows, dataset, overrides, json_out, chart, curves)
+    if interrupted:
+        typer.echo(f"ptm: interrupted; the table holds the {len(rows)} variants that finished", err=True)
+        raise typer.Exit(130)
+    if failed:
+        raise typer.Exit(1)
+
+
+def _train_all(plans, dataset) -> tuple[list, bool]:
+    """Train the variants in turn; Ctrl-C keeps the rows that finished."""
+    console = Console(stderr=True)
+    rows = []
+    try:
+        for name, options in plans:
             progress = TrainingProgress(options.get("epochs", 100))
             console.print(f"[bold]{name}[/bold] ...", highlight=False)
             with progress.running():
                 rows += run_comparison(
                     [name],
-                    data,
+                    dataset,
                     options,
                     on_epoch=lambda s, ts, progress=progress: progress.on_epoch(s),
                     on_step=progress.on_step,
                 )
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(
-            json.dumps(
-                {"data": data.source, "settings": overrides, "rows": [asdict(r) for r in rows]}, indent=2
-            )
-        )
-    table = Table(title=f"chapter-8 comparison ({data.source}, seed {overrides.get('seed', 123)})")
+    except KeyboardInterrupt:
+        return rows, True
+    return rows, False
+
+
+def _report(rows, dataset, overrides, json_out: Path, chart: Path, curves: Path) -> bool:
+    """Print the table, then write JSON, chart and curves; a failed write says so. True if any failed."""
+    source = printable(dataset.source)
+    table = Table(title=f"chapter-8 comparison ({source}, seed {overrides.get('seed', 123)})")
     for column in ("variant", "book class", "params", "train acc", "val acc", "seconds"):
         table.add_column(column, justify="left" if column in ("variant", "book class") else "right")
     for r in rows:
-        table.add_row(
-            r.variant,
-            r.book_class,
-            f"{r.params:,}",
-            f"{r.train_accuracy:.4f}",
-            f"{r.val_accuracy:.4f}",
-            f"{r.seconds:.1f}",
+        accuracies = (
+            (f"{r.train_accuracy:.4f}", f"{r.val_accuracy:.4f}")
+            if r.diverged_in is None
+            else ("diverged", f"(epoch {r.diverged_in})")
         )
+        table.add_row(r.variant, r.book_class, f"{r.params:,}", *accuracies, f"{r.seconds:.1f}")
     Console().print(table)
-    typer.echo(f"table as JSON: {json_out}")
+    failed = False
+    content = jsonio.dumps(
+        {"data": dataset.source, "settings": overrides, "rows": [asdict(r) for r in rows]}, indent=2
+    )
     try:
-        typer.echo(f"chart: {comparison_chart(rows, chart)}")
-        curves = chart.with_name(f"{chart.stem}-curves.png")
-        drawn = learning_curves_grid(
-            [(r.variant, r.history) for r in rows], curves, title=f"learning curves ({data.source})"
-        )
-        typer.echo(f"learning curves: {drawn}")
+        json_out.write_text(content)
+        typer.echo(f"table as JSON: {json_out}")
+    except OSError as err:
+        failed = True
+        rescue = Path(tempfile.gettempdir()) / f"ptm-compare-{os.getpid()}.json"
+        try:
+            rescue.write_text(content)
+            kept = f"the JSON is in {rescue}"
+        except OSError:
+            kept = "the table above is all that is kept"
+        typer.echo(f"ptm: error: cannot write {json_out} ({err.strerror}); {kept}", err=True)
+    finished = [r for r in rows if r.diverged_in is None]
+    try:
+        if finished:
+            typer.echo(f"chart: {comparison_chart(finished, chart)}")
+            drawn = learning_curves_grid(
+                [(r.variant, r.history) for r in rows], curves, title=f"learning curves ({source})"
+            )
+            typer.echo(f"learning curves: {drawn}")
     except PlotUnavailable as err:
         typer.echo(f"no chart: {err}", err=True)
+    except (OSError, ValueError) as err:
+        typer.echo(f"ptm: error: cannot draw the charts: {printable(err)}", err=True)
+        failed = True
+    return failed

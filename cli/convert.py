@@ -14,7 +14,9 @@ from .options import MODEL_HELP, NBlocks, NChans1, Tied
 
 def convert(
     src: Path = typer.Argument(
-        ..., help="Input: a .pt state_dict (torch.save) or a .safetensors checkpoint."
+        ...,
+        help="Input: a .pt state_dict (torch.save), a ptm_func .safetensors checkpoint, or a plain "
+        "state_dict .safetensors (safetensors.torch.save_file) to import.",
     ),
     dst: Path = typer.Argument(
         ..., help="Output: .safetensors for a .pt input, .pt for a .safetensors input."
@@ -32,7 +34,7 @@ def convert(
     """
     with friendly_errors():
         kinds = (src.suffix.lower(), dst.suffix.lower())
-        if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors")):
+        if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors"), (".safetensors", ".safetensors")):
             given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}
             converted = pt_to_safetensors(
                 src, dst, model, **{k: v for k, v in given.items() if v is not None}
@@ -41,7 +43,8 @@ def convert(
             converted = safetensors_to_pt(src, dst, model)
         else:
             raise UsageError(
-                "convert goes .pt -> .safetensors or .safetensors -> .pt, "
+                "convert goes .pt -> .safetensors, .safetensors -> .pt, or a plain state_dict "
+                ".safetensors -> a ptm_func .safetensors, "
                 f"not {kinds[0] or src} -> {kinds[1] or dst}"
             )
     typer.echo(f"{src} -> {dst} ({converted.name}, {converted.config})")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import traceback
 
 import typer
 
 from ptm_func import ModelConfigError, UnknownModelError
+from ptm_func.data import ClassChoiceError
 from ptm_func.devices import DeviceError
+
+from .text import printable
 
 # Set by the app callback (`ptm --debug ...`).
 DEBUG = {"enabled": False}
@@ -18,7 +22,7 @@ class UsageError(Exception):
     """A bad argument or option value (exit code 2)."""
 
 
-USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError, DeviceError)
+USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError, DeviceError, ClassChoiceError)
 RUNTIME_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, OSError)
 
 
@@ -37,12 +41,15 @@ def friendly_errors():
     except KeyboardInterrupt:
         typer.echo("ptm: interrupted", err=True)
         raise typer.Exit(130) from None
+    except Exception as err:  # a bug of ours: still one line, the traceback with --debug
+        _fail(err, 1, hint=True, prefix=f"internal error ({type(err).__name__}), please report: ")
 
 
-def _fail(err: Exception, code: int, hint: bool = False):
+def _fail(err: Exception, code: int, hint: bool = False, prefix: str = ""):
+    """One line on stderr (the traceback too with --debug), then exit with `code`."""
     if DEBUG["enabled"]:
-        raise err
-    suffix = " (ptm --debug ... shows the traceback)" if hint else ""
-    typer.echo(f"ptm: error: {err}{suffix}", err=True)
+        traceback.print_exception(err)
+    suffix = " (ptm --debug ... shows the traceback)" if hint and not DEBUG["enabled"] else ""
+    typer.echo(f"ptm: error: {prefix}{printable(err)}{suffix}", err=True)
     sys.stderr.flush()
-    raise typer.Exit(code)
+    raise typer.Exit(code) from None

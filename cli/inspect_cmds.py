@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from ptm_func import jsonio
 from ptm_func.checkpoint import load_checkpoint
 from ptm_func.data import BOOK_CLASSES
 from ptm_func.devices import resolve_device
@@ -18,6 +18,7 @@ from ptm_func.summary import parameter_summary
 
 from .errors import friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
+from .text import names, printable
 
 
 def info(
@@ -43,7 +44,7 @@ def info(
     if training is not None:
         summary["training"] = training
     if as_json:
-        typer.echo(json.dumps(summary, indent=2))
+        typer.echo(jsonio.dumps(summary, indent=2))
         return
     table = Table(title=f"{summary['model']} ({summary['book_class']}, {summary['config']})")
     table.add_column("tensor")
@@ -58,18 +59,18 @@ def info(
     if summary["tied_keys"]:
         console.print(f"{summary['tied_keys']} more state_dict keys alias the shared block (tied)")
     if training:
-        console.print(_training_line(training), soft_wrap=True, highlight=False)
+        console.print(_training_line(training), soft_wrap=True, highlight=False, markup=False)
 
 
 def _training_line(training: dict) -> str:
     """`training: net, 2 epochs, train 0.7887, val 0.7985; data bundled:cifar2 (airplane, bird)`"""
-    parts = [str(training.get("variant", "?")), f"{training.get('epochs_done', '?')} epochs"]
+    parts = [printable(training.get("variant", "?")), f"{printable(training.get('epochs_done', '?'))} epochs"]
     for key in ("train_accuracy", "val_accuracy"):
         if isinstance(training.get(key), float):
             parts.append(f"{key.removesuffix('_accuracy')} accuracy {training[key]:.4f}")
     line = "training: " + ", ".join(parts)
     if training.get("data"):
-        line += f"; data {training['data']} ({', '.join(training.get('classes', []))})"
+        line += f"; data {printable(training['data'])} ({names(training.get('classes', []))})"
     return line
 
 
@@ -83,18 +84,21 @@ def predict(
 ):
     """Classify images: the class name and its probability per image.
 
+    An image that cannot be read is reported on stderr; the others are still classified (exit 1).
+
     Example: ptm predict runs/net-seed123.safetensors plane.jpg bird.png
     """
     with friendly_errors():
-        for image in images:
-            if not image.is_file():
-                raise FileNotFoundError(f"no image at {image}")
         ckpt = load_checkpoint(checkpoint, resolve_device(device))
         classes = ckpt.training.get("classes") or list(BOOK_CLASSES)
         results = predict_images(ckpt.model, ckpt.params, ckpt.state, images, classes)
     if as_json:
-        typer.echo(json.dumps([asdict(r) for r in results], indent=2))
-        return
+        typer.echo(jsonio.dumps([asdict(r) for r in results], indent=2))
     for r in results:
-        note = f"  ({r.note})" if r.note else ""
-        typer.echo(f"{r.path}: {r.label} {r.probability:.3f}{note}")
+        if r.error is not None:
+            typer.echo(f"ptm: error: {printable(r.error)}", err=True)
+        elif not as_json:
+            note = f"  ({r.note})" if r.note else ""
+            typer.echo(f"{printable(r.path)}: {printable(r.label)} {r.probability:.3f}{note}")
+    if any(r.error is not None for r in results):
+        raise typer.Exit(1)

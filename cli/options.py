@@ -28,7 +28,10 @@ DataSource = typer.Option(
     "or one holding cifar-10-batches-py.",
 )
 Classes = typer.Option(
-    None, "--classes", help="Comma-separated classes, in label order (default airplane,bird)."
+    None,
+    "--classes",
+    help="Two comma-separated classes, in label order (the nets have 2 outputs). Default: airplane,bird "
+    "for CIFAR; a folder's two class folders.",
 )
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
 

@@ -36,6 +36,8 @@ def plot(
     Example: ptm plot runs/net-seed123.safetensors runs/res-seed123.safetensors --out curves.png
     """
     with friendly_errors():
+        if out is not None and out.suffix != ".png":
+            raise UsageError(f"--out must name a .png file, got {out}")
         curves = []
         for run in runs:
             path = find_metrics(run)
@@ -46,8 +48,6 @@ def plot(
         if out is None:
             first = find_metrics(runs[0])
             out = first.with_name(first.name.removesuffix(METRICS_SUFFIX) + ".curves.png")
-        if out.suffix.lower() != ".png":
-            raise UsageError(f"--out must name a .png file, got {out}")
         try:
             path = learning_curves(curves, out, title)
         except PlotUnavailable as err:

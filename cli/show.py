@@ -6,6 +6,7 @@ from pathlib import Path
 
 import typer
 
+from ptm_func.checkpoint import check_writable
 from ptm_func.conv_demo import conv_experiments
 from ptm_func.data import load_dataset, normalize
 from ptm_func.plot import PlotUnavailable, image_grid
@@ -34,6 +35,9 @@ def conv(
     with friendly_errors():
         if (image is None) == (index is None):
             raise UsageError("give an IMAGE or --index N (not both)")
+        if out.suffix != ".png":
+            raise UsageError(f"--out must name a .png file, got {out}")
+        check_writable(out, 1 << 20)
         if image is not None:
             if not image.is_file():
                 raise FileNotFoundError(f"no image at {image}")

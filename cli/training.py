@@ -3,23 +3,45 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 from dataclasses import replace
 from pathlib import Path
 
 import typer
 
-from ptm_func.checkpoint import check_writable, load_checkpoint, load_run, save_checkpoint, save_run
-from ptm_func.data import load_dataset
+from ptm_func import jsonio
+from ptm_func.checkpoint import (
+    CheckpointError,
+    check_writable,
+    checkpoint_bytes,
+    load_checkpoint,
+    load_run,
+    remove_stale_temps,
+    save_checkpoint,
+    save_or_rescue,
+    save_run,
+)
+from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.ensemble import fit_ensemble
-from ptm_func.records import RecordError, RunRecord, run_info
-from ptm_func.train import TRAINABLE_NAMES, EpochStats, book_setup, config_dict, evaluate, fit
+from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
+from ptm_func.registry import OUTPUTS
+from ptm_func.train import (
+    SEED_LIMIT,
+    TRAINABLE_NAMES,
+    EpochStats,
+    TrainState,
+    book_setup,
+    config_dict,
+    evaluate,
+    fit,
+    will_compile,
+)
 
 from .errors import UsageError, friendly_errors
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
+from .text import names, printable
 
 
 def train(
@@ -44,7 +66,14 @@ def train(
     l1: float | None = typer.Option(None, "--l1", help="L1 penalty lambda on the loss."),
     seed: int | None = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)."),
     device: str = Device,
-    out: Path | None = typer.Option(None, help="Checkpoint path (default runs/MODEL-seedSEED.safetensors)."),
+    out: Path | None = typer.Option(
+        None,
+        help="Checkpoint path, .safetensors (default runs/MODEL-seedSEED.safetensors, numbered -2, -3, ... "
+        "when an earlier run has it; --force overwrites).",
+    ),
+    force: bool = typer.Option(
+        False, "--force", help="Reuse the default checkpoint path even if a run is there."
+    ),
     resume: Path | None = typer.Option(
         None, help="Continue the run saved at this checkpoint, exactly where it stopped."
     ),
@@ -90,6 +119,8 @@ def train(
             raise UsageError(
                 "--replicas trains in one go: --resume and --checkpoint-every are for single runs"
             )
+        if out is not None and out.suffix != ".safetensors":
+            raise UsageError(f"--out must name a .safetensors file, got {out}")
         dev = resolve_device(device)
         given = dict(
             epochs=epochs,
@@ -109,47 +140,43 @@ def train(
         given = {k: v for k, v in given.items() if v is not None}
         if book_quirks:
             given.update(shuffle=False, eval_train_mode=True)
-        start, facts = None, {}
         if resume is not None:
-            ckpt, start, config = load_run(resume, dev)
-            facts = ckpt.training
-            if facts.get("variant") != model:
-                raise UsageError(f"{resume} is a {facts.get('variant')!r} run, not {model!r}")
-            adjustable = ("epochs", "compile", "eval_every")
-            ignored = sorted(set(given) - set(adjustable))
-            if ignored:
-                note(f"resuming uses the saved settings; ignoring {', '.join(ignored)}")
-            try:
-                config = replace(config, **{k: given[k] for k in adjustable if k in given})
-            except ValueError as err:
-                raise UsageError(str(err)) from None
-            net = ckpt.model
+            net, config, start, saved = _resume_plan(model, resume, given, dev)
             out = out or resume
-            # the data the run started on (older checkpoints: the folder as typed)
-            data = data or facts.get("data") or facts.get("data_dir")
-            classes = classes or ",".join(facts.get("classes", []))
+            data = data or saved.get("data") or saved.get("data_dir")
+            classes = classes or ",".join(saved.get("classes", []))
         else:
+            start, saved = None, {}
             try:
                 net, config = book_setup(model, **given)
-                config.optimizer()
             except ValueError as err:
                 raise UsageError(str(err)) from None
-        out = out or Path("runs") / f"{model}-seed{config.seed}.safetensors"
-        check_writable(out)
-        typer.echo(f"loading data ({data or 'auto'}) onto {dev} ...", err=True)
-        dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
+            if config.seed + replicas - 1 >= SEED_LIMIT:
+                raise UsageError(f"--seed + --replicas must stay below 2**63, got {config.seed} + {replicas}")
+            default = Path("runs") / f"{model}-seed{config.seed}.safetensors"
+            out = out or (default if force else unused_run_path(default))
+        check_writable(out, checkpoint_bytes(net))
+        remove_stale_temps(out)
+        typer.echo(f"loading data ({printable(data or 'auto')}) onto {dev} ...", err=True)
+        dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
+        if start is not None:
+            check_same_data(saved.get("fingerprint"), dataset)
         facts = {
             "variant": model,
             "classes": list(dataset.classes),
             "data": dataset.source,
+            "fingerprint": dataset.fingerprint,
             "device": str(dev),
         }
-        where = f" from epoch {start.epoch} step {start.step_in_epoch}" if start else ""
+        where = f" from {_position(start)}" if start else ""
         typer.echo(
             f"training {model} ({net.book_class}, {net.config}){where} on {len(dataset.train)} images, "
-            f"validating on {len(dataset.val)}, classes {', '.join(dataset.classes)} ({dataset.source})",
+            f"validating on {len(dataset.val)}, classes {names(dataset.classes)} "
+            f"({printable(dataset.source)})",
             err=True,
         )
+        if will_compile(config, dev):
+            note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
         record = _Record(out)
         extra = (
             {"replicas": replicas, "seeds": [config.seed + r for r in range(replicas)]}
@@ -172,7 +199,10 @@ def train(
             progress.on_epoch(stats)
             record.log_epoch(stats)
             if checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
-                save_run(out, net, ts, config, facts)
+                try:
+                    save_run(out, net, ts, config, facts)
+                except CheckpointError as err:  # the final save tries again, with a rescue
+                    note(f"{err}; training goes on")
 
         stop = _StopOnSignal()
         with stop.installed(), progress.running():
@@ -185,30 +215,80 @@ def train(
                 on_step=progress.on_step,
                 stop_requested=stop,
             )
-        save_run(out, net, result.train_state, config, {**facts, **result.summary()})
         ts = result.train_state
-        stopped = (
-            {"interrupted_at": {"epoch": ts.epoch + 1, "step": ts.step_in_epoch}}
-            if result.interrupted
-            else {}
+        saved_to, failure = save_or_rescue(
+            lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
         )
-        record.finish({**result.summary(), **stopped})
+        status = _status(result.interrupted, result.diverged_in, ts)
+        record.finish({**result.summary(), **status, "checkpoint": str(saved_to)})
+    summary = {"model": model, "checkpoint": str(saved_to), "record": str(record.metrics), **status}
+    summary.update(result.summary())
+    if failure:
+        summary["save_failed"] = failure
+        typer.echo(
+            f"ptm: error: {printable(failure)}; saved to {saved_to} instead "
+            "(move it and its .train.safetensors where they belong)",
+            err=True,
+        )
+    if as_json:
+        typer.echo(jsonio.dumps(summary))
+    if result.diverged_in is not None:
+        typer.echo(
+            f"ptm: error: the loss became NaN or infinite in epoch {result.diverged_in}; stopped. "
+            f"Saved the last finite state ({_position(ts)}) to {saved_to}. Try a lower --lr.",
+            err=True,
+        )
+        raise typer.Exit(1)
     if result.interrupted:
         typer.echo(
-            f"ptm: interrupted at epoch {ts.epoch + 1}, step {ts.step_in_epoch}; checkpoint saved to {out}. "
-            f"Resume with: ptm train {model} --resume {out}",
+            f"ptm: interrupted at {_position(ts)}; checkpoint saved to {saved_to}. "
+            f"Resume with: ptm train {model} --resume {saved_to}",
             err=True,
         )
         raise typer.Exit(128 + stop.signal)
-    summary = {"model": model, "checkpoint": str(out), "record": str(record.metrics), **result.summary()}
-    if as_json:
-        typer.echo(json.dumps(summary))
-    else:
+    if not as_json:
         typer.echo(
             f"{model}: train accuracy {result.train_accuracy:.4f}, val accuracy {result.val_accuracy:.4f} "
-            f"({result.seconds:.1f}s); checkpoint: {out}"
+            f"({result.seconds:.1f}s); checkpoint: {saved_to}"
         )
-        typer.echo(f"record: {record.metrics} (learning curves: ptm plot {out})")
+        typer.echo(f"record: {record.metrics} (learning curves: ptm plot {saved_to})")
+    if failure:
+        raise typer.Exit(1)
+
+
+def _resume_plan(model: str, resume: Path, given: dict, dev) -> tuple:
+    """The saved run's model, config (epochs / compile / eval_every may change), position and facts."""
+    ckpt, start, config = load_run(resume, dev)
+    saved = ckpt.training
+    if saved.get("variant") != model:
+        raise UsageError(f"{resume} is a {printable(saved.get('variant'))!r} run, not {model!r}")
+    adjustable = ("epochs", "compile", "eval_every")
+    ignored = sorted(set(given) - set(adjustable))
+    if ignored:
+        note(f"resuming uses the saved settings; ignoring {', '.join(ignored)}")
+    try:
+        config = replace(config, **{k: given[k] for k in adjustable if k in given})
+    except ValueError as err:
+        raise UsageError(str(err)) from None
+    if start.epoch >= config.epochs:
+        raise UsageError(
+            f"{resume} has trained {start.epoch} of {config.epochs} epochs already; "
+            f"give --epochs above {start.epoch} to train on"
+        )
+    return ckpt.model, config, start, saved
+
+
+def _position(ts: TrainState) -> str:
+    """Where a run stands, numbered as the epoch lines are: `epoch 3, step 37`."""
+    return f"epoch {ts.epoch + 1}, step {ts.step_in_epoch}"
+
+
+def _status(interrupted: bool, diverged_in: int | None, ts: TrainState) -> dict:
+    """How a run stopped, for its JSON and record: nothing when it finished."""
+    at = {"epoch": ts.epoch + 1, "step": ts.step_in_epoch}
+    if diverged_in is not None:
+        return {"diverged_in_epoch": diverged_in, "saved_at": at}
+    return {"interrupted_at": at} if interrupted else {}
 
 
 def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, record, as_json):
@@ -229,9 +309,8 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             on_step=progress.on_step,
             stop_requested=stop,
         )
-    paths = []
+    paths, failures = [], []
     for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas, strict=True)):
-        path = out.with_name(f"{out.name.removesuffix('.safetensors')}-r{r}.safetensors")
         replica_facts = {
             **facts,
             "config": config_dict(replace(config, seed=seed)),
@@ -239,11 +318,32 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             "epochs_done": ts.epoch,
             "record": record.metrics.name,
         }
-        if not result.interrupted:
+        if result.train_accuracy:
             replica_facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
-        paths.append(str(save_checkpoint(path, net, ts.params, ts.state, replica_facts)))
+        where, failure = save_or_rescue(
+            lambda path, ts=ts, f=replica_facts: save_checkpoint(path, net, ts.params, ts.state, f),
+            replica_path(out, r),
+        )
+        paths.append(str(where))
+        failures += [failure] if failure else []
     stopped = {"interrupted_after_epoch": len(result.history)} if result.interrupted else {}
+    if result.diverged_in is not None:
+        stopped = {"diverged_in_epoch": result.diverged_in, "diverged_members": result.diverged_members}
     record.finish({**result.summary(), "checkpoints": paths, **stopped})
+    summary = {"model": variant, "checkpoints": paths, "record": str(record.metrics), **stopped}
+    summary.update(result.summary())
+    for failure in failures:
+        typer.echo(f"ptm: error: {printable(failure)}; saved a rescue copy instead (see the list)", err=True)
+    if as_json:
+        typer.echo(jsonio.dumps(summary))
+    if result.diverged_in is not None:
+        typer.echo(
+            f"ptm: error: the loss of replica(s) {result.diverged_members} became NaN or infinite in epoch "
+            f"{result.diverged_in}; stopped. Saved every replica's last finite weights "
+            f"(after epoch {len(result.history)}): {', '.join(paths)}. Try a lower --lr.",
+            err=True,
+        )
+        raise typer.Exit(1)
     if result.interrupted:
         typer.echo(
             f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
@@ -251,10 +351,8 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             err=True,
         )
         raise typer.Exit(128 + stop.signal)
-    summary = {"model": variant, "checkpoints": paths, "record": str(record.metrics), **result.summary()}
     if as_json:
-        typer.echo(json.dumps(summary))
-        return
+        raise typer.Exit(1 if failures else 0)
     for r, path in enumerate(paths):
         typer.echo(
             f"replica {r} (seed {result.seeds[r]}): train {result.train_accuracy[r]:.4f}, "
@@ -267,6 +365,8 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
         f"peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)"
     )
     typer.echo(f"record: {record.metrics} (every replica's curve: ptm plot {record.metrics})")
+    if failures:
+        raise typer.Exit(1)
 
 
 class _Record(RunRecord):
@@ -329,7 +429,7 @@ def evaluate_checkpoint(
         ckpt = load_checkpoint(checkpoint, dev)
         chosen = parse_classes(classes) or ckpt.training.get("classes")
         source = data or ckpt.training.get("data") or ckpt.training.get("data_dir")
-        dataset = load_dataset(source, chosen, dev, notify=note)
+        dataset = load_dataset(source, chosen, dev, notify=note, n_classes=OUTPUTS)
         m = ckpt.model
         train_acc = evaluate(m, ckpt.params, ckpt.state, dataset.train)
         val_acc = evaluate(m, ckpt.params, ckpt.state, dataset.val)
@@ -342,6 +442,6 @@ def evaluate_checkpoint(
         "val_accuracy": val_acc,
     }
     if as_json:
-        typer.echo(json.dumps(result))
+        typer.echo(jsonio.dumps(result))
     else:
         typer.echo(f"{m.name}: train accuracy {train_acc:.4f}, val accuracy {val_acc:.4f}")
