@@ -205,20 +205,21 @@ def train(
                     note(f"{err}; training goes on")
 
         stop = _StopOnSignal()
-        with stop.installed(), progress.running():
-            result = fit(
-                net,
-                dataset,
-                config,
-                start=start,
-                on_epoch=on_epoch,
-                on_step=progress.on_step,
-                stop_requested=stop,
+        with stop.installed():  # until saved: a signal now only asks to stop, it cannot cut the save
+            with progress.running():
+                result = fit(
+                    net,
+                    dataset,
+                    config,
+                    start=start,
+                    on_epoch=on_epoch,
+                    on_step=progress.on_step,
+                    stop_requested=stop,
+                )
+            ts = result.train_state
+            saved_to, failure = save_or_rescue(
+                lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
             )
-        ts = result.train_state
-        saved_to, failure = save_or_rescue(
-            lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
-        )
         status = _status(result.interrupted, result.diverged_in, ts)
         record.finish({**result.summary(), **status, "checkpoint": str(saved_to)})
     summary = {"model": model, "checkpoint": str(saved_to), "record": str(record.metrics), **status}
@@ -310,22 +311,25 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
             stop_requested=stop,
         )
     paths, failures = [], []
-    for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas, strict=True)):
-        replica_facts = {
-            **facts,
-            "config": config_dict(replace(config, seed=seed)),
-            "replica": r,
-            "epochs_done": ts.epoch,
-            "record": record.metrics.name,
-        }
-        if result.train_accuracy:
-            replica_facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
-        where, failure = save_or_rescue(
-            lambda path, ts=ts, f=replica_facts: save_checkpoint(path, net, ts.params, ts.state, f),
-            replica_path(out, r),
-        )
-        paths.append(str(where))
-        failures += [failure] if failure else []
+    with stop.installed():  # a signal now cannot cut a save
+        for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas, strict=True)):
+            replica_facts = {
+                **facts,
+                "config": config_dict(replace(config, seed=seed)),
+                "replica": r,
+                "epochs_done": ts.epoch,
+                "record": record.metrics.name,
+            }
+            if result.train_accuracy:
+                replica_facts.update(
+                    train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r]
+                )
+            where, failure = save_or_rescue(
+                lambda path, ts=ts, f=replica_facts: save_checkpoint(path, net, ts.params, ts.state, f),
+                replica_path(out, r),
+            )
+            paths.append(str(where))
+            failures += [failure] if failure else []
     stopped = {"interrupted_after_epoch": len(result.history)} if result.interrupted else {}
     if result.diverged_in is not None:
         stopped = {"diverged_in_epoch": result.diverged_in, "diverged_members": result.diverged_members}
