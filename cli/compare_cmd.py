@@ -12,10 +12,10 @@ from rich.console import Console
 from rich.table import Table
 
 from ptm_func import jsonio
-from ptm_func.checkpoint import check_writable
 from ptm_func.compare import compare as run_comparison
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
+from ptm_func.files import check_writable
 from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves_grid
 from ptm_func.registry import OUTPUTS
 from ptm_func.train import TRAINABLE_NAMES, book_setup

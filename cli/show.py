@@ -6,9 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.checkpoint import check_writable
 from ptm_func.conv_demo import conv_experiments
 from ptm_func.data import load_dataset, normalize
+from ptm_func.files import check_writable
 from ptm_func.plot import PlotUnavailable, image_grid
 from ptm_func.predict import load_for_prediction
 

@@ -12,11 +12,9 @@ import typer
 from ptm_func import jsonio
 from ptm_func.checkpoint import (
     CheckpointError,
-    check_writable,
     checkpoint_bytes,
     load_checkpoint,
     load_run,
-    remove_stale_temps,
     save_checkpoint,
     save_or_rescue,
     save_run,
@@ -24,6 +22,7 @@ from ptm_func.checkpoint import (
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
 from ptm_func.ensemble import fit_ensemble
+from ptm_func.files import check_writable, remove_stale_temps
 from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
 from ptm_func.registry import OUTPUTS
 from ptm_func.train import (

@@ -7,7 +7,6 @@ its config as JSON, the format version and training facts. The file alone rebuil
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -22,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from . import jsonio
+from . import files, jsonio
 from .layers import Params, State
 from .optim import SGDState
 from .registry import Model, UnknownModelError, get_model
@@ -68,88 +67,18 @@ def _checkpoint_content(
 
 def _atomic_save(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
     """Write a temp file, then rename it over `path`: readers see the old file or the new one."""
-    tmp = _write_temp(tensors, metadata, path)
     try:
-        os.replace(tmp, path)
-    except OSError as err:
-        _discard(tmp)
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
-    return path
+        return files.atomic_write(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    except (OSError, SafetensorError) as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {files.reason(err)}") from None
 
 
 def _write_temp(tensors: dict[str, Tensor], metadata: dict[str, str], path: Path) -> Path:
-    """Write `path`'s content completely (fsynced, the user's umask) beside it; return the temp file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Write `path`'s content completely beside it (not yet renamed); return the temp file."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(tmp), metadata=metadata)
-        os.chmod(tmp, 0o666 & ~_umask())  # safetensors creates files 0600
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
+        return files.write_temp(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
     except (OSError, SafetensorError) as err:
-        _discard(tmp)
-        reason = err.strerror if isinstance(err, OSError) and err.strerror else err
-        raise CheckpointError(f"cannot write checkpoint {path}: {reason}") from None
-    return tmp
-
-
-def _discard(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.unlink(missing_ok=True)
-
-
-def _umask() -> int:
-    mask = os.umask(0o22)
-    os.umask(mask)
-    return mask
-
-
-def remove_stale_temps(path: str | Path) -> list[Path]:
-    """Delete temp files that killed ptm processes left beside the run at `path`."""
-    path = Path(path)
-    stem = path.name.removesuffix(".safetensors")
-    removed = []
-    with contextlib.suppress(OSError):
-        for candidate in path.parent.glob(f".{glob_escape(stem)}*"):
-            found = re.search(r"\.(?:tmp|probe)(\d+)$", candidate.name)
-            if found and int(found.group(1)) != os.getpid() and not _alive(int(found.group(1))):
-                _discard(candidate)
-                removed.append(candidate)
-    return removed
-
-
-def glob_escape(text: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", text)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:
-        return True  # exists, not ours
-    return True
-
-
-def check_writable(path: str | Path, size: int = 0) -> None:
-    """Fail now, not after hours of training, if `size` bytes cannot be written at `path`."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(f"{path} is a folder; give the path of a file")
-    probe = path.with_name(f".{path.name}.probe{os.getpid()}")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(probe, "wb") as f:
-            chunk = bytes(min(size, 1 << 20))
-            for start in range(0, size, len(chunk) or 1):
-                f.write(chunk[: size - start])
-            f.flush()
-            os.fsync(f.fileno())
-    except OSError as err:
-        raise CheckpointError(f"cannot write {path}: {err.strerror or err}") from None
-    finally:
-        _discard(probe)
+        raise CheckpointError(f"cannot write checkpoint {path}: {files.reason(err)}") from None
 
 
 def checkpoint_bytes(model: Model, *, with_training_state: bool = True) -> int:
@@ -174,7 +103,7 @@ def save_or_rescue(save: Callable[[Path], Path], path: str | Path) -> tuple[Path
     for folder in (Path(tempfile.gettempdir()), Path.home() / ".cache" / "ptm_func" / "rescue"):
         try:
             return save(folder / name), failure
-        except (CheckpointError, OSError):
+        except (CheckpointError, files.WriteError, OSError):
             continue
     raise CheckpointError(f"{failure}; no rescue copy could be written either (temp folder, ~/.cache)")
 
@@ -339,16 +268,16 @@ def save_run(
     try:
         weights_tmp = _write_temp(tensors, metadata, path)
     except CheckpointError:
-        _discard(side_tmp)
+        files.discard(side_tmp)
         raise
     try:
         os.replace(side_tmp, side)
         os.replace(weights_tmp, path)  # the commit
     except OSError as err:
-        _discard(side_tmp)
-        _discard(weights_tmp)
-        raise CheckpointError(f"cannot write checkpoint {path}: {err.strerror or err}") from None
-    remove_stale_temps(path)
+        files.discard(side_tmp)
+        files.discard(weights_tmp)
+        raise CheckpointError(f"cannot write checkpoint {path}: {files.reason(err)}") from None
+    files.remove_stale_temps(path)
     return path
 
 
@@ -376,7 +305,7 @@ def load_run(
     ckpt = load_checkpoint(path, device)
     if metadata.get("model") != ckpt.model.name:
         raise CheckpointError(f"{side} is not the training state of {path}")
-    remove_stale_temps(path)
+    files.remove_stale_temps(path)
     try:
         progress = training["progress"]
         momentum = {k.removeprefix("momentum/"): v for k, v in tensors.items() if k.startswith("momentum/")}
@@ -403,7 +332,7 @@ def load_run(
 
 def _finish_commit(path: Path, progress: Any) -> bool:
     """Rename in the weights a kill left in a temp file, if they belong to the newer training state."""
-    for tmp in sorted(path.parent.glob(f".{glob_escape(path.name)}.tmp*")):
+    for tmp in files.temp_files(path):
         try:
             training = json.loads(read_metadata(tmp).get("training", "{}"))
             read_safetensors(tmp)  # complete, not cut short

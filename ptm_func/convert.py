@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -11,6 +9,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from . import files
 from .checkpoint import (
     BLOCK_KEY,
     FORMAT,
@@ -124,15 +123,9 @@ def safetensors_to_pt(src: str | Path, dst: str | Path, name: str | None = None)
     ckpt = load_checkpoint(src, expect_model=name)
     module = ckpt.model.module()
     module.load_state_dict({**ckpt.params, **ckpt.state}, strict=True)
-    dst = Path(dst)
-    tmp = dst.with_name(f".{dst.name}.tmp{os.getpid()}")
+    # the module's own state_dict: tied keys stay shared, as in the book's file
     try:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(module.state_dict(), tmp)  # the module's own state_dict: tied keys stay shared
-        os.replace(tmp, dst)
+        files.atomic_write(dst, lambda tmp: torch.save(module.state_dict(), tmp))
     except OSError as err:
-        raise CheckpointError(f"cannot write {dst}: {err.strerror or err}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        raise CheckpointError(f"cannot write {dst}: {files.reason(err)}") from None
     return ckpt.model

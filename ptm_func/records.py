@@ -11,7 +11,6 @@ is duplicated or lost, whatever was written after the checkpoint it resumes from
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import platform
@@ -23,7 +22,7 @@ from typing import Any
 
 import torch
 
-from . import jsonio
+from . import files, jsonio
 from .checkpoint import CheckpointError, read_metadata
 from .data import Dataset
 from .registry import Model
@@ -222,17 +221,8 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to a temp file, fsync, rename over `path`: readers see old or new, never half."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    """Readers see the old file or the new one, never half."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        files.atomic_write_text(path, text)
     except OSError as err:
-        raise RecordError(f"cannot write run record {path}: {err}") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink(missing_ok=True)
+        raise RecordError(f"cannot write run record {path}: {files.reason(err)}") from None
