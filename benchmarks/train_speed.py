@@ -18,8 +18,7 @@ import torch
 from ptm_func.baseline import book_training_loop
 from ptm_func.data import load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.ensemble import fit_ensemble
-from ptm_func.train import book_setup, fit
+from ptm_func.train import book_setup, fit, fit_ensemble
 
 
 def time_book_loop(model, data, config) -> list[float]:
@@ -42,7 +41,9 @@ def time_functional(model, data, config) -> list[float]:
 
 def time_ensemble(model, data, config, replicas) -> tuple[list[float], int]:
     seconds = []
-    result = fit_ensemble(model, data, config, replicas, on_epoch=lambda stats: seconds.append(stats.seconds))
+    result = fit_ensemble(
+        model, data, config, replicas, on_epoch=lambda stats, ts: seconds.append(stats.seconds)
+    )
     return seconds, result.peak_memory_bytes
 
 

@@ -10,13 +10,13 @@ from rich.console import Console
 from rich.table import Table
 
 from ptm_func import jsonio
-from ptm_func.checkpoint import load_checkpoint
+from ptm_func.checkpoint import ensemble_paths, load_checkpoint, load_ensemble
 from ptm_func.data import BOOK_CLASSES
 from ptm_func.devices import resolve_device
 from ptm_func.predict import predict as predict_images
 from ptm_func.summary import parameter_summary
 
-from .errors import friendly_errors
+from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
 from .text import names, printable
 
@@ -75,25 +75,40 @@ def _training_line(training: dict) -> str:
 
 
 def predict(
-    checkpoint: Path = typer.Argument(..., help="A .safetensors checkpoint written by ptm."),
-    images: list[Path] = typer.Argument(
-        ..., help="Image files (any size: resized and centre-cropped to 32x32)."
+    inputs: list[Path] = typer.Argument(
+        ...,
+        help="Checkpoints (.safetensors; several: their ensemble, the mean of their probabilities), "
+        "then image files (any size: the centre square, scaled to 32x32).",
+    ),
+    ensemble: bool = typer.Option(
+        False, "--ensemble", help="Use every replica of the --replicas run the checkpoint belongs to."
     ),
     device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
 ):
     """Classify images: the class name and its probability per image.
 
+    With several checkpoints (or --ensemble) the probabilities are the mean of the members'.
     An image that cannot be read is reported on stderr; the others are still classified (exit 1).
 
     Example: ptm predict runs/net-seed123.safetensors plane.jpg bird.png
+
+    Example: ptm predict runs/dropout-seed123-r0.safetensors --ensemble plane.jpg
     """
     with friendly_errors():
-        ckpt = load_checkpoint(checkpoint, resolve_device(device))
-        classes = ckpt.training.get("classes") or list(BOOK_CLASSES)
-        results = predict_images(ckpt.model, ckpt.params, ckpt.state, images, classes)
+        checkpoints = [p for p in inputs if p.suffix == ".safetensors"]
+        images = inputs[len(checkpoints) :]
+        if not checkpoints or not images or any(p.suffix == ".safetensors" for p in images):
+            raise UsageError("give CHECKPOINT... IMAGE...: checkpoints (.safetensors) first, then images")
+        if ensemble:
+            checkpoints = [member for path in checkpoints for member in ensemble_paths(path)]
+        loaded = load_ensemble(checkpoints, resolve_device(device))
+        classes = loaded[0].training.get("classes") or list(BOOK_CLASSES)
+        results = predict_images([(c.model, c.params, c.state) for c in loaded], images, classes)
     if as_json:
         typer.echo(jsonio.dumps([asdict(r) for r in results], indent=2))
+    if len(loaded) > 1 and not as_json:
+        typer.echo(f"ensemble of {len(loaded)} checkpoints (mean of their probabilities)", err=True)
     for r in results:
         if r.error is not None:
             typer.echo(f"ptm: error: {printable(r.error)}", err=True)

@@ -12,6 +12,7 @@ from .errors import DEBUG
 from .inspect_cmds import info, predict
 from .plot_cmd import plot
 from .show import show_app
+from .sweep_cmd import sweep_command
 from .training import evaluate_checkpoint, train
 
 app = typer.Typer(
@@ -42,4 +43,5 @@ app.command()(info)
 app.command()(predict)
 app.command()(compare)
 app.command()(plot)
+app.command("sweep")(sweep_command)
 app.add_typer(show_app, name="show")

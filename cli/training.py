@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import signal
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,7 +11,7 @@ from ptm_func import jsonio
 from ptm_func.checkpoint import (
     CheckpointError,
     checkpoint_bytes,
-    load_checkpoint,
+    load_ensemble,
     load_run,
     save_checkpoint,
     save_or_rescue,
@@ -21,8 +19,8 @@ from ptm_func.checkpoint import (
 )
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.ensemble import fit_ensemble
 from ptm_func.files import check_writable, remove_stale_temps
+from ptm_func.members import ensemble_accuracy
 from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
 from ptm_func.registry import OUTPUTS
 from ptm_func.train import (
@@ -34,12 +32,14 @@ from ptm_func.train import (
     config_dict,
     evaluate,
     fit,
+    fit_ensemble,
     will_compile,
 )
 
 from .errors import UsageError, friendly_errors
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
+from .signals import StopOnSignal
 from .text import names, printable
 
 
@@ -203,7 +203,7 @@ def train(
                 except CheckpointError as err:  # the final save tries again, with a rescue
                     note(f"{err}; training goes on")
 
-        stop = _StopOnSignal()
+        stop = StopOnSignal()
         with stop.installed():  # until saved: a signal now only asks to stop, it cannot cut the save
             with progress.running():
                 result = fit(
@@ -292,83 +292,87 @@ def _status(interrupted: bool, diverged_in: int | None, ts: TrainState) -> dict:
 
 
 def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, record, as_json):
-    """The --replicas path: vmap-train, save one checkpoint per replica, report mean +/- std."""
+    """The --replicas path: vmap-train, save one checkpoint per replica, report each, the mean
+    +/- std and the ensemble (the mean of their probabilities)."""
 
-    def on_epoch(stats: EpochStats) -> None:
+    def on_epoch(stats: EpochStats, ts) -> None:
         progress.on_epoch(stats)
         record.log_epoch(stats)
 
-    stop = _StopOnSignal()
-    with stop.installed(), progress.running():
-        result = fit_ensemble(
-            net,
-            data,
-            config,
-            replicas,
-            on_epoch=on_epoch,
-            on_step=progress.on_step,
-            stop_requested=stop,
-        )
-    paths, failures = [], []
-    with stop.installed():  # a signal now cannot cut a save
-        for r, (seed, ts) in enumerate(zip(result.seeds, result.replicas, strict=True)):
-            replica_facts = {
+    stop = StopOnSignal()
+    with stop.installed():  # until saved: a signal now only asks to stop, it cannot cut the saves
+        with progress.running():
+            result = fit_ensemble(
+                net, data, config, replicas, on_epoch=on_epoch, on_step=progress.on_step, stop_requested=stop
+            )
+        paths, failures = [], []
+        for r, member_config in enumerate(result.configs):
+            ts = result.member(r)
+            member_facts = {
                 **facts,
-                "config": config_dict(replace(config, seed=seed)),
+                "config": config_dict(member_config),
                 "replica": r,
                 "epochs_done": ts.epoch,
                 "record": record.metrics.name,
             }
             if result.train_accuracy:
-                replica_facts.update(
+                member_facts.update(
                     train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r]
                 )
             where, failure = save_or_rescue(
-                lambda path, ts=ts, f=replica_facts: save_checkpoint(path, net, ts.params, ts.state, f),
+                lambda path, ts=ts, f=member_facts: save_checkpoint(path, net, ts.params, ts.state, f),
                 replica_path(out, r),
             )
             paths.append(str(where))
             failures += [failure] if failure else []
-    stopped = {"interrupted_after_epoch": len(result.history)} if result.interrupted else {}
-    if result.diverged_in is not None:
-        stopped = {"diverged_in_epoch": result.diverged_in, "diverged_members": result.diverged_members}
-    record.finish({**result.summary(), "checkpoints": paths, **stopped})
-    summary = {"model": variant, "checkpoints": paths, "record": str(record.metrics), **stopped}
-    summary.update(result.summary())
+    summary = {"model": variant, "checkpoints": paths, "record": str(record.metrics), **result.summary()}
+    if result.interrupted:
+        summary["interrupted_after_epoch"] = len(result.history)
+    if result.diverged:
+        summary.update(diverged_in_epoch=result.diverged_in, diverged_members=result.diverged_members)
+    finite = [r for r in range(replicas) if r not in result.diverged]
+    if result.train_accuracy and finite:
+        members = [(net, result.member(r).params, result.member(r).state) for r in finite]
+        summary["ensemble_val_accuracy"] = ensemble_accuracy(members, data.val)["ensemble"]
+    record.finish(summary)
     for failure in failures:
         typer.echo(f"ptm: error: {printable(failure)}; saved a rescue copy instead (see the list)", err=True)
     if as_json:
         typer.echo(jsonio.dumps(summary))
-    if result.diverged_in is not None:
+    if result.diverged and not finite:
         typer.echo(
-            f"ptm: error: the loss of replica(s) {result.diverged_members} became NaN or infinite in epoch "
-            f"{result.diverged_in}; stopped. Saved every replica's last finite weights "
-            f"(after epoch {len(result.history)}): {', '.join(paths)}. Try a lower --lr.",
+            f"ptm: error: every replica's loss became NaN or infinite (first in epoch {result.diverged_in}); "
+            f"stopped. Saved their last finite weights: {', '.join(paths)}. Try a lower --lr.",
             err=True,
         )
         raise typer.Exit(1)
     if result.interrupted:
         typer.echo(
             f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
-            f"({', '.join(paths)}). Ensembles do not resume.",
+            f"({', '.join(paths)}). Ensembles do not resume (ptm sweep does).",
             err=True,
         )
         raise typer.Exit(128 + stop.signal)
-    if as_json:
-        raise typer.Exit(1 if failures else 0)
-    for r, path in enumerate(paths):
+    if not as_json:
+        for r, path in enumerate(paths):
+            diverged = (
+                f"  (diverged in epoch {result.diverged[r][0]}: its last finite weights)"
+                if r in result.diverged
+                else ""
+            )
+            typer.echo(
+                f"replica {r} (seed {result.configs[r].seed}): train {result.train_accuracy[r]:.4f}, "
+                f"val {result.val_accuracy[r]:.4f}  {path}{diverged}"
+            )
+        tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
+        together = summary["ensemble_val_accuracy"]
         typer.echo(
-            f"replica {r} (seed {result.seeds[r]}): train {result.train_accuracy[r]:.4f}, "
-            f"val {result.val_accuracy[r]:.4f}  {path}"
+            f"{variant} x{replicas}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val {va['mean']:.4f} "
+            f"+/- {va['std']:.4f}; the ensemble (mean of probabilities): val {together:.4f} "
+            f"({result.seconds:.1f}s, peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)"
         )
-    tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
-    typer.echo(
-        f"{variant} x{replicas}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val {va['mean']:.4f} "
-        f"+/- {va['std']:.4f} ({result.seconds:.1f}s, "
-        f"peak memory {result.peak_memory_bytes / 2**20:,.0f} MiB)"
-    )
-    typer.echo(f"record: {record.metrics} (every replica's curve: ptm plot {record.metrics})")
-    if failures:
+        typer.echo(f"record: {record.metrics} (every replica's curve: ptm plot {record.metrics})")
+    if failures or result.diverged:
         raise typer.Exit(1)
 
 
@@ -387,64 +391,70 @@ class _Record(RunRecord):
             note(f"{err}; training goes on, the record stops here")
 
 
-class _StopOnSignal:
-    """Polled by fit after every step: true once SIGINT or SIGTERM arrived (a second one aborts)."""
-
-    def __init__(self):
-        self.signal = 0
-
-    def __call__(self) -> bool:
-        return self.signal != 0
-
-    def _handle(self, signum, frame):
-        if self.signal:
-            raise KeyboardInterrupt
-        self.signal = signum
-        typer.echo("\nptm: stopping after this step and saving a checkpoint ...", err=True)
-
-    @contextlib.contextmanager
-    def installed(self):
-        previous = {s: signal.signal(s, self._handle) for s in (signal.SIGINT, signal.SIGTERM)}
-        try:
-            yield self
-        finally:
-            for s, handler in previous.items():
-                signal.signal(s, handler)
-
-
 def evaluate_checkpoint(
-    checkpoint: Path = typer.Argument(..., help="A .safetensors file written by ptm."),
+    checkpoints: list[Path] = typer.Argument(
+        ..., help="One or more .safetensors files written by ptm; several are also judged as an ensemble."
+    ),
     data: str | None = typer.Option(
-        None, "--data", "--data-dir", help="Default: the data the checkpoint was trained on (see ptm train)."
+        None, "--data", "--data-dir", help="Default: the data the (first) checkpoint was trained on."
     ),
     classes: str | None = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
     device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the result as JSON on stdout."),
 ):
-    """Report train and val accuracy of a checkpoint (eval mode).
+    """Report train and val accuracy of a checkpoint (eval mode), or of several and their ensemble.
+
+    The ensemble predicts the class with the highest mean of the members' probabilities.
 
     Example: ptm eval runs/net-seed123.safetensors
 
-    Example: ptm eval runs/net-seed123.safetensors --data cifar10
+    Example: ptm eval runs/dropout-seed123-r0.safetensors runs/dropout-seed123-r1.safetensors --json
     """
     with friendly_errors():
         dev = resolve_device(device)
-        ckpt = load_checkpoint(checkpoint, dev)
-        chosen = parse_classes(classes) or ckpt.training.get("classes")
-        source = data or ckpt.training.get("data") or ckpt.training.get("data_dir")
+        loaded = load_ensemble(checkpoints, dev)
+        first = loaded[0].training
+        chosen = parse_classes(classes) or first.get("classes")
+        source = data or first.get("data") or first.get("data_dir")
         dataset = load_dataset(source, chosen, dev, notify=note, n_classes=OUTPUTS)
-        m = ckpt.model
-        train_acc = evaluate(m, ckpt.params, ckpt.state, dataset.train)
-        val_acc = evaluate(m, ckpt.params, ckpt.state, dataset.val)
-    result = {
-        "checkpoint": str(checkpoint),
-        "model": m.name,
-        "config": m.config,
-        "data": dataset.source,
-        "train_accuracy": train_acc,
-        "val_accuracy": val_acc,
-    }
+        if len(loaded) == 1:
+            ckpt = loaded[0]
+            result = {
+                "checkpoint": str(checkpoints[0]),
+                "model": ckpt.model.name,
+                "config": ckpt.model.config,
+                "data": dataset.source,
+                "train_accuracy": evaluate(ckpt.model, ckpt.params, ckpt.state, dataset.train),
+                "val_accuracy": evaluate(ckpt.model, ckpt.params, ckpt.state, dataset.val),
+            }
+        else:
+            members = [(c.model, c.params, c.state) for c in loaded]
+            train, val = ensemble_accuracy(members, dataset.train), ensemble_accuracy(members, dataset.val)
+            result = {
+                "data": dataset.source,
+                "members": [
+                    {
+                        "checkpoint": str(path),
+                        "model": c.model.name,
+                        "config": c.model.config,
+                        "train_accuracy": train["members"][r],
+                        "val_accuracy": val["members"][r],
+                    }
+                    for r, (path, c) in enumerate(zip(checkpoints, loaded, strict=True))
+                ],
+                "ensemble": {"train_accuracy": train["ensemble"], "val_accuracy": val["ensemble"]},
+            }
     if as_json:
         typer.echo(jsonio.dumps(result))
-    else:
-        typer.echo(f"{m.name}: train accuracy {train_acc:.4f}, val accuracy {val_acc:.4f}")
+        return
+    for row in result.get("members", [result]):
+        name = row["model"] if len(loaded) == 1 else row["checkpoint"]
+        typer.echo(
+            f"{name}: train accuracy {row['train_accuracy']:.4f}, val accuracy {row['val_accuracy']:.4f}"
+        )
+    if len(loaded) > 1:
+        together = result["ensemble"]
+        typer.echo(
+            f"ensemble of {len(loaded)} (mean of probabilities): train accuracy "
+            f"{together['train_accuracy']:.4f}, val accuracy {together['val_accuracy']:.4f}"
+        )

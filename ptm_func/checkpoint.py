@@ -192,6 +192,33 @@ def _check_blocks_fit(config: dict[str, Any], tensors: dict[str, Tensor], path) 
             )
 
 
+def load_ensemble(paths: list[str | Path], device: torch.device | str = "cpu") -> list[Checkpoint]:
+    """Several checkpoints to predict together: they must name the same classes, in order."""
+    checkpoints = [load_checkpoint(path, device) for path in paths]
+    classes = [c.training.get("classes") for c in checkpoints]
+    if any(c != classes[0] for c in classes):
+        raise CheckpointError(
+            f"{paths[0]} and {paths[classes.index(next(c for c in classes if c != classes[0]))]} "
+            "were trained on different classes; an ensemble needs the same ones"
+        )
+    return checkpoints
+
+
+def ensemble_paths(path: str | Path) -> list[Path]:
+    """All replicas of the `--replicas` run that `path` belongs to (as its record lists them)."""
+    path = Path(path)
+    training = _json_object(read_metadata(path), "training", path)
+    record = training.get("record")
+    if not isinstance(record, str) or "replica" not in training:
+        raise CheckpointError(f"{path} is not a replica of an ensemble (ptm train --replicas)")
+    info_path = path.with_name(record.removesuffix(".metrics.jsonl") + ".run.json")
+    try:
+        listed = json.loads(info_path.read_text(encoding="utf-8"))["result"]["checkpoints"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise CheckpointError(f"cannot find the ensemble of {path} in {info_path} ({err})") from None
+    return [Path(p) for p in listed]
+
+
 def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -> None:
     """Raise CheckpointError naming missing / unexpected keys and shape or dtype mismatches."""
     expected = _expected_tensors(model)
@@ -250,58 +277,86 @@ def save_run(
     then the weights. A kill between the two renames leaves the new weights whole in their temp
     file, and `load_run` finishes that commit; any other kill leaves the previous save intact.
     """
-    path = Path(path)
-    progress = {
+    return save_runs([(path, model, ts, config, facts)])[0]
+
+
+def save_runs(runs: list[tuple[str | Path, Model, TrainState, TrainConfig, dict[str, Any]]]) -> list[Path]:
+    """Save several runs (the members of a sweep) as one commit: every file of every run is
+    written to a temp file first, then all are renamed. `load_runs` finishes what a kill cut."""
+    written: list[tuple[Path, Path, Path, Path]] = []  # (side temp, side, weights temp, weights)
+    try:
+        for path, model, ts, config, facts in runs:
+            path = Path(path)
+            training = {**facts, "config": asdict(config), "progress": _progress(ts)}
+            side_tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
+            side_tensors["step"] = ts.opt_state.step
+            side_tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in side_tensors.items()}
+            side_metadata = {"format": TRAIN_FORMAT, "model": model.name, "training": jsonio.dumps(training)}
+            side = training_state_path(path)
+            side_tmp = _write_temp(side_tensors, side_metadata, side)
+            written.append((side_tmp, side, path, path))
+            weights_tmp = _write_temp(*_checkpoint_content(model, ts.params, ts.state, training), path)
+            written[-1] = (side_tmp, side, weights_tmp, path)
+    except CheckpointError:
+        for side_tmp, _, weights_tmp, path in written:
+            files.discard(side_tmp)
+            if weights_tmp != path:
+                files.discard(weights_tmp)
+        raise
+    try:
+        for side_tmp, side, weights_tmp, path in written:
+            os.replace(side_tmp, side)
+            os.replace(weights_tmp, path)  # this run's commit
+    except OSError as err:
+        raise CheckpointError(f"cannot write checkpoint {path}: {files.reason(err)}") from None
+    for _, _, _, path in written:
+        files.remove_stale_temps(path)
+    return [path for _, _, _, path in written]
+
+
+def _progress(ts: TrainState) -> dict[str, Any]:
+    return {
         "epoch": ts.epoch,
         "step_in_epoch": ts.step_in_epoch,
         "loss_sum": ts.loss_sum,
         "correct": ts.correct,
     }
-    training = {**facts, "config": asdict(config), "progress": progress}
-    side_tensors = {f"momentum/{k}": v for k, v in ts.opt_state.momentum.items()}
-    side_tensors["step"] = ts.opt_state.step
-    side_tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in side_tensors.items()}
-    side_metadata = {"format": TRAIN_FORMAT, "model": model.name, "training": jsonio.dumps(training)}
-    tensors, metadata = _checkpoint_content(model, ts.params, ts.state, training)
-    side = training_state_path(path)
-    side_tmp = _write_temp(side_tensors, side_metadata, side)
+
+
+def _position(progress: Any) -> tuple[int, int] | None:
+    """(epoch, step) of a saved progress dict, None if it is not one."""
     try:
-        weights_tmp = _write_temp(tensors, metadata, path)
-    except CheckpointError:
-        files.discard(side_tmp)
-        raise
-    try:
-        os.replace(side_tmp, side)
-        os.replace(weights_tmp, path)  # the commit
-    except OSError as err:
-        files.discard(side_tmp)
-        files.discard(weights_tmp)
-        raise CheckpointError(f"cannot write checkpoint {path}: {files.reason(err)}") from None
-    files.remove_stale_temps(path)
-    return path
+        return int(progress["epoch"]), int(progress["step_in_epoch"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def load_run(
-    path: str | Path, device: torch.device | str = "cpu"
+    path: str | Path, device: torch.device | str = "cpu", *, position: tuple[int, int] | None = None
 ) -> tuple[Checkpoint, TrainState, TrainConfig]:
-    """Load a run saved by `save_run` to continue it (finishing a save a kill interrupted)."""
+    """Load a run saved by `save_run` to continue it, finishing a save a kill interrupted.
+
+    `position` (epoch, step) picks the save to continue from, when several are on disk
+    (a sweep's members must all continue from the same one); default: the newest committed.
+    """
     path = Path(path)
     side = training_state_path(path)
-    if not side.exists():
+    if not side.exists() and not files.temp_files(side):
         raise CheckpointError(
             f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed"
         )
+    if position is None:
+        position = _position(_saved_training(side).get("progress"))
+    for target in (side, path):
+        saved = _saved_training(target).get("progress") if target.exists() else None
+        if _position(saved) != position and not _finish_commit(target, position):
+            raise CheckpointError(
+                f"{side} and {path} are from different saves, and no complete newer save is left"
+            )
     tensors, metadata = read_safetensors(side, device)
     if metadata.get("format") != TRAIN_FORMAT:
         raise CheckpointError(f"{side} is not a ptm_func training state")
     training = _json_object(metadata, "training", side)
-    weights_progress = (
-        _json_object(read_metadata(path), "training", path).get("progress") if path.exists() else None
-    )
-    if weights_progress != training.get("progress") and not _finish_commit(path, training.get("progress")):
-        raise CheckpointError(
-            f"{side} and {path} are from different saves, and no complete newer save is left"
-        )
     ckpt = load_checkpoint(path, device)
     if metadata.get("model") != ckpt.model.name:
         raise CheckpointError(f"{side} is not the training state of {path}")
@@ -330,15 +385,51 @@ def load_run(
     return ckpt, ts, config
 
 
-def _finish_commit(path: Path, progress: Any) -> bool:
-    """Rename in the weights a kill left in a temp file, if they belong to the newer training state."""
-    for tmp in files.temp_files(path):
+def load_runs(
+    paths: list[str | Path], device: torch.device | str = "cpu"
+) -> list[tuple[Checkpoint, TrainState, TrainConfig]]:
+    """Load the members saved by `save_runs`, all from the newest save every one of them has whole."""
+    reachable = None
+    for path in map(Path, paths):
+        side = training_state_path(path)
+        both = (_saved_positions(side) & _saved_positions(path)) - {None}
+        reachable = both if reachable is None else reachable & both
+    if not reachable:
+        raise CheckpointError(f"{paths[0]} and the other members hold no save in common")
+    position = max(reachable)
+    return [load_run(path, device, position=position) for path in paths]
+
+
+def _saved_positions(target: Path) -> set[tuple[int, int] | None]:
+    """Positions `target` holds whole: committed, or in complete temp files a kill left."""
+    positions = {_position(_saved_training(target).get("progress"))}
+    for tmp in files.temp_files(target):
         try:
-            training = json.loads(read_metadata(tmp).get("training", "{}"))
-            read_safetensors(tmp)  # complete, not cut short
-        except (CheckpointError, ValueError):
+            read_safetensors(tmp)
+        except CheckpointError:
             continue
-        if isinstance(training, dict) and training.get("progress") == progress:
-            os.replace(tmp, path)
-            return True
+        positions.add(_position(_saved_training(tmp).get("progress")))
+    return positions
+
+
+def _saved_training(path: Path) -> dict[str, Any]:
+    """The training facts a (complete) checkpoint or training state file holds; {} if unreadable."""
+    try:
+        training = json.loads(read_metadata(path).get("training", "{}"))
+    except (CheckpointError, ValueError):
+        return {}
+    return training if isinstance(training, dict) else {}
+
+
+def _finish_commit(target: Path, position: tuple[int, int] | None) -> bool:
+    """Rename in a complete temp file of `target` saved at `position` (a kill cut its commit)."""
+    for tmp in files.temp_files(target):
+        if _position(_saved_training(tmp).get("progress")) != position:
+            continue
+        try:
+            read_safetensors(tmp)  # whole, not cut short
+        except CheckpointError:
+            continue
+        os.replace(tmp, target)
+        return True
     return False

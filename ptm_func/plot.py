@@ -159,6 +159,61 @@ def _mean_curve(members: list[tuple[list[int], list[float]]]) -> tuple[list[int]
     return epochs, [sum(lookup[e] for lookup in lookups) / len(lookups) for e in epochs]
 
 
+def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str | Path, title: str) -> Path:
+    """Val accuracy (mean +/- std over seeds) against the swept values: a line for one swept
+    hyperparameter, a heatmap for two, bars (best first) for more or none."""
+    plt = _pyplot()
+    rows = [r for r in rows if r["val_mean"] is not None]
+    if len(swept) == 1 and rows:
+        (key,) = swept
+        rows = sorted(rows, key=lambda r: r[key])
+        fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
+        xs = [r[key] for r in rows]
+        for which, label in (("val", "val (eval mode)"), ("train", "train (eval mode)")):
+            ax.errorbar(xs, [r[f"{which}_mean"] for r in rows], yerr=[r[f"{which}_std"] for r in rows],
+                        marker="o", capsize=3, label=label)  # fmt: skip
+        if min(xs) > 0 and max(xs) / min(xs) >= 10:
+            ax.set_xscale("log")
+            ax.minorticks_off()
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel(key)
+        ax.set_ylabel("accuracy (mean +/- std over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    elif len(swept) == 2 and rows:
+        first, second = swept
+        ys, xs = sorted({r[first] for r in rows}), sorted({r[second] for r in rows})
+        grid = [[float("nan")] * len(xs) for _ in ys]
+        for r in rows:
+            grid[ys.index(r[first])][xs.index(r[second])] = r["val_mean"]
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(xs), 1.4 + 0.8 * len(ys)), dpi=100)
+        image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
+        middle = sum(image.get_clim()) / 2
+        for i, row in enumerate(grid):
+            for j, value in enumerate(row):
+                if value == value:  # not NaN
+                    colour = "black" if value > middle else "white"  # readable on viridis
+                    ax.text(j, i, f"{value:.3f}", ha="center", va="center", color=colour, fontsize=8)
+        ax.set_xticks(range(len(xs)), [f"{x:g}" for x in xs])
+        ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
+        ax.set_xlabel(second)
+        ax.set_ylabel(first)
+        fig.colorbar(image, ax=ax, label="val accuracy (mean over seeds)")
+    else:
+        labels = [" ".join(f"{k}={r[k]:g}" for k in swept) or "all" for r in rows]
+        fig, ax = plt.subplots(figsize=(7, 1 + 0.35 * max(len(rows), 1)), dpi=100)
+        ax.barh(range(len(rows)), [r["val_mean"] for r in rows], xerr=[r["val_std"] for r in rows], capsize=3)
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("val accuracy (mean +/- std over seeds)")
+        if rows:
+            low = min(r["val_mean"] for r in rows)
+            ax.set_xlim(max(0.0, low - 0.05), 1.0)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
 def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], path: str | Path) -> Path:
     """Rows of (input title, input, output title, output) grey images, side by side."""
     plt = _pyplot()

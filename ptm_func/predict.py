@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from torchvision.transforms.functional import center_crop, resize
 
 from .data import IMAGE_SIZE, DataError, normalize, read_image
 from .layers import Params, State
+from .members import ensemble_probabilities
 from .registry import Model
 
 
@@ -41,9 +43,10 @@ def load_for_prediction(path: str | Path) -> tuple[torch.Tensor, str]:
 
 @torch.no_grad()
 def predict(
-    model: Model, params: Params, state: State, paths: list[str | Path], classes: list[str]
+    members: Sequence[tuple[Model, Params, State]], paths: list[str | Path], classes: list[str]
 ) -> list[Prediction]:
-    """Eval-mode class probabilities for each image file; an unreadable one gets `error`."""
+    """Eval-mode class probabilities for each image file, averaged over the members (an
+    ensemble; one member is one model); an unreadable image gets `error`."""
     loaded: dict[int, tuple[torch.Tensor, str]] = {}
     failed: dict[int, str] = {}
     for i, path in enumerate(paths):
@@ -55,12 +58,12 @@ def predict(
             failed[i] = str(err)
     probs: dict[int, torch.Tensor] = {}
     if loaded:
-        device = next(iter(params.values())).device
+        device = next(iter(members[0][1].values())).device
         images = normalize(torch.stack([image for image, _ in loaded.values()])).to(device)
-        logits, _ = model.apply(params, state, images, train=False)
-        if logits.shape[1] != len(classes):
-            raise ValueError(f"the model has {logits.shape[1]} outputs but {len(classes)} class names")
-        probs = dict(zip(loaded, torch.softmax(logits, dim=1).cpu(), strict=True))
+        _, mean = ensemble_probabilities(members, images)
+        if mean.shape[1] != len(classes):
+            raise ValueError(f"the model has {mean.shape[1]} outputs but {len(classes)} class names")
+        probs = dict(zip(loaded, mean.cpu(), strict=True))
     out = []
     for i, path in enumerate(paths):
         if i in failed:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
+import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -16,8 +17,9 @@ from . import rng
 from .data import Dataset, Split
 from .layers import Params, State
 from .losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
+from .members import stack, unstack
 from .models import retie
-from .optim import SGD, SGDState
+from .optim import SGD, SGDState, active
 from .registry import Model, UnknownModelError, get_model
 
 # Training variants that are not separate networks: name -> (model name, TrainConfig overrides).
@@ -49,6 +51,10 @@ class TrainConfig:
     eval_train_mode: bool = False  # the book validated without model.eval()
     compile: bool | None = None  # None: on CUDA always; on CPU from CPU_COMPILE_EPOCHS epochs
     compile_mode: str | None = None  # None: "reduce-overhead" (CUDA graphs) on CUDA
+    # K members: one vmapped step (True) or the single step member after member (False).
+    # None: vmap on CUDA, where a step is launch-bound; a loop on CPU, where vmap's batched
+    # conv and the layout copies around it cost ~2x per member (benchmarks/sweep_speed.py).
+    members_vmap: bool | None = None
     # Validate every N epochs (0: after the last only). Read-only: the weights do not depend on it.
     eval_every: int = 1
 
@@ -97,31 +103,87 @@ def drop_aliases(tensors: dict[str, Tensor], aliases: dict[str, str]) -> dict[st
     return {k: v for k, v in tensors.items() if k not in aliases}
 
 
-def make_train_step(model: Model, optimizer: SGD, *, l2_lambda: float = 0.0, l1_lambda: float = 0.0):
-    """Build `step(params, state, opt_state, images, labels, key) -> (params, state, opt_state, metrics)`.
+HYPER_KEYS = ("lr", "momentum", "dampening", "weight_decay", "l2_lambda", "l1_lambda")
 
+
+def hyperparameters(config: TrainConfig) -> dict[str, float]:
+    """The numbers a step takes as input, in which the members of a sweep may differ.
+
+    Dampening is 0 without momentum: torch.optim.SGD ignores it then, and a member whose
+    momentum is a (vmapped) tensor 0 must step as its separate run would.
+    """
+    return {
+        "lr": config.lr,
+        "momentum": config.momentum,
+        "dampening": config.dampening if config.momentum else 0.0,
+        "weight_decay": config.weight_decay,
+        "l2_lambda": config.l2_lambda,
+        "l1_lambda": config.l1_lambda,
+    }
+
+
+def step_hyperparameters(configs: Sequence[TrainConfig], device) -> dict[str, float | Tensor]:
+    """The `hyper` input of K members' step: a float where all agree, else a (K,) tensor.
+
+    Shared values stay Python floats, so a term every member skips (0) is not computed and a
+    member steps exactly as its separate run; only what differs is batched by vmap.
+    """
+    values = [hyperparameters(c) for c in configs]
+    return {
+        key: values[0][key]
+        if len({v[key] for v in values}) == 1
+        else torch.tensor([v[key] for v in values], dtype=torch.float32, device=device)
+        for key in HYPER_KEYS
+    }
+
+
+def make_step(model: Model, *, nesterov: bool = False):
+    """Build the step `(params, state, opt_state, hyper, images, labels, key)` -> `(params, state,
+    opt_state, metrics)`.
+
+    `hyper` maps HYPER_KEYS to floats (a float 0 skips its term) or 0-d tensors, which
+    `torch.func.vmap` batches: one step then trains K members with K learning rates.
     Pure: gradients come from `torch.func.grad_and_value` over the params, the update from
     the functional SGD; `metrics` are device tensors (loss, correct count) - no host sync.
     """
     aliases = model.aliases
 
-    def loss_fn(trainable: Params, state: State, images: Tensor, labels: Tensor, key: Tensor):
+    def loss_fn(trainable: Params, state: State, hyper, images: Tensor, labels: Tensor, key: Tensor):
         logits, new_state = model.apply(retie(trainable, aliases), state, images, train=True, key=key)
         loss = cross_entropy(logits, labels)
-        if l2_lambda:
-            loss = loss + l2_penalty(trainable, l2_lambda)
-        if l1_lambda:
-            loss = loss + l1_penalty(trainable, l1_lambda)
+        if active(hyper["l2_lambda"]):
+            loss = loss + l2_penalty(trainable, hyper["l2_lambda"])
+        if active(hyper["l1_lambda"]):
+            loss = loss + l1_penalty(trainable, hyper["l1_lambda"])
         return loss, (new_state, accuracy_count(logits, labels))
 
-    def train_step(params, state, opt_state, images, labels, key):
+    def train_step(params, state, opt_state, hyper, images, labels, key):
+        optimizer = SGD(hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], nesterov)
         trainable = drop_aliases(params, aliases)
         grads, (loss, (new_state, correct)) = grad_and_value(loss_fn, has_aux=True)(
-            trainable, state, images, labels, key
+            trainable, state, hyper, images, labels, key
         )
         trainable, opt_state = optimizer.update(grads, opt_state, trainable)
         metrics = {"loss": loss.detach(), "correct": correct}
         return retie(trainable, aliases), new_state, opt_state, metrics
+
+    return train_step
+
+
+def make_train_step(model: Model, optimizer: SGD, *, l2_lambda: float = 0.0, l1_lambda: float = 0.0):
+    """`step(params, state, opt_state, images, labels, key)`: make_step with fixed hyperparameters."""
+    step = make_step(model, nesterov=optimizer.nesterov)
+    hyper = {
+        "lr": optimizer.lr,
+        "momentum": optimizer.momentum,
+        "dampening": optimizer.dampening,
+        "weight_decay": optimizer.weight_decay,
+        "l2_lambda": l2_lambda,
+        "l1_lambda": l1_lambda,
+    }
+
+    def train_step(params, state, opt_state, images, labels, key):
+        return step(params, state, opt_state, hyper, images, labels, key)
 
     return train_step
 
@@ -143,16 +205,52 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
     return graphed_step
 
 
-def build_step(model: Model, config: TrainConfig, device: torch.device, *, vmapped: bool = False) -> Callable:
-    """The train step `fit` runs: vmapped over replicas if asked, compiled where it pays.
+def build_step(
+    model: Model, config: TrainConfig, device: torch.device, *, members_hyper: dict[str, Any] | None = None
+) -> Callable:
+    """The train step `fit` runs, compiled where it pays; for K members given their `hyper`,
+    one step over all of them (their tensors stacked along dim 0).
 
+    Members run vmapped (their differing hyperparameters batched, the shared floats passed
+    through) or one after the other through the single step (see TrainConfig.members_vmap).
     `config.compile=None` compiles on CUDA always and on CPU from CPU_COMPILE_EPOCHS epochs.
     Compilation wraps the torch.func transforms, never the other way round.
     """
-    step = make_train_step(model, config.optimizer(), l2_lambda=config.l2_lambda, l1_lambda=config.l1_lambda)
-    if vmapped:
-        step = torch.func.vmap(step, randomness="different")
-    return compile_step(step, device, config.compile_mode) if will_compile(config, device) else step
+    step = make_step(model, nesterov=config.nesterov)
+    compiling = will_compile(config, device)
+    if members_hyper is None:
+        return compile_step(step, device, config.compile_mode) if compiling else step
+    if uses_vmap(config, device):
+        hyper_dims = {k: 0 if isinstance(v, Tensor) else None for k, v in members_hyper.items()}
+        step = torch.func.vmap(step, in_dims=(0, 0, 0, hyper_dims, 0, 0, 0), randomness="different")
+        return compile_step(step, device, config.compile_mode) if compiling else step
+    # CUDA graphs would overwrite one member's outputs with the next one's: plain compile
+    mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
+    return member_loop(compile_step(step, device, mode) if compiling else step)
+
+
+def uses_vmap(config: TrainConfig, device: torch.device) -> bool:
+    """Are K members trained by one vmapped step? As asked, else on CUDA."""
+    return config.members_vmap if config.members_vmap is not None else device.type == "cuda"
+
+
+def member_loop(step: Callable) -> Callable:
+    """A K-member step that runs the single-member `step` on each member in turn.
+
+    Each member gets exactly the computation of its separate run (bitwise where the step is
+    the same), and one compiled graph serves every member (differing hyperparameters are 0-d
+    tensor inputs).
+    """
+
+    def members_step(params, state, opt_state, hyper, images, labels, keys):
+        outs = []
+        for r in range(images.shape[0]):
+            member_hyper = {k: v[r] if isinstance(v, Tensor) else v for k, v in hyper.items()}
+            member = (unstack(params, r), unstack(state, r), unstack(opt_state, r))
+            outs.append(step(*member, member_hyper, images[r], labels[r], keys[r]))
+        return tuple(stack([out[i] for out in outs]) for i in range(4))
+
+    return members_step
 
 
 def will_compile(config: TrainConfig, device: torch.device) -> bool:
@@ -228,13 +326,22 @@ class EpochStats:
     # (the fields above are their means)
     members: dict[str, list[float | None]] | None = None
 
+    def member(self, index: int) -> EpochStats:
+        """Member `index`'s epoch, as its separate run would report it (time shared)."""
+        if self.members is None:
+            return self
+        values = {key: self.members[key][index] for key in ("loss", "train_accuracy_running", "val_accuracy")}
+        per_member = self.samples_per_second / len(self.members["loss"])
+        return replace(self, **values, samples_per_second=per_member, members=None)
+
 
 @dataclass
 class TrainState:
     """Everything a run needs to continue exactly where it stopped.
 
     Shuffling derives from (seed, epoch) and dropout keys from (seed, global step), so
-    weights, optimizer state and the position in the run are all there is to save.
+    weights, optimizer state and the position in the run are all there is to save. For K
+    members the tensors are stacked along dim 0 and the sums are lists.
     """
 
     params: Params
@@ -242,26 +349,105 @@ class TrainState:
     opt_state: SGDState
     epoch: int = 0  # completed epochs
     step_in_epoch: int = 0  # completed steps of the current epoch
-    loss_sum: float = 0.0  # the current epoch's running sums, for its log line
-    correct: int = 0
+    loss_sum: float | list[float] = 0.0  # the current epoch's running sums, for its log line
+    correct: int | list[int] = 0
 
 
-def init_train_state(model: Model, config: TrainConfig, device) -> TrainState:
-    """Fresh weights from `config.seed` and a fresh optimizer state."""
+def init_train_state(
+    model: Model, config: TrainConfig, device, *, momentum_buffers: bool = False
+) -> TrainState:
+    """Fresh weights from `config.seed` and a fresh optimizer state (buffers if asked or needed)."""
     params, state = model.init(config.seed, device=device)
-    return TrainState(params, state, config.optimizer().init(drop_aliases(params, model.aliases)))
+    optimizer = replace(config.optimizer(), momentum=1.0) if momentum_buffers else config.optimizer()
+    return TrainState(params, state, optimizer.init(drop_aliases(params, model.aliases)))
+
+
+def init_members(model: Model, configs: Sequence[TrainConfig], device) -> TrainState:
+    """K fresh members, stacked (momentum buffers for all when any member has momentum)."""
+    buffers = any(c.momentum for c in configs)
+    starts = [init_train_state(model, c, device, momentum_buffers=buffers) for c in configs]
+    return stack_members(starts)
+
+
+def stack_members(states: Sequence[TrainState]) -> TrainState:
+    """K members' TrainStates (at the same position) as one stacked TrainState."""
+    first = states[0]
+    if any((s.epoch, s.step_in_epoch) != (first.epoch, first.step_in_epoch) for s in states):
+        raise ValueError("members must stand at the same epoch and step to train together")
+    needs_buffers = any(s.opt_state.momentum for s in states)
+    opt_states = [
+        s.opt_state
+        if s.opt_state.momentum or not needs_buffers
+        else SGDState(
+            {k: torch.zeros_like(v) for k, v in states[0].opt_state.momentum.items()}, s.opt_state.step
+        )
+        for s in states
+    ]
+    return TrainState(
+        stack([s.params for s in states]),
+        stack([s.state for s in states]),
+        stack(opt_states),
+        first.epoch,
+        first.step_in_epoch,
+        [float(s.loss_sum) for s in states],
+        [int(s.correct) for s in states],
+    )
+
+
+def member_state(ts: TrainState, index: int, config: TrainConfig) -> TrainState:
+    """Member `index` of a stacked TrainState, as its separate run would hold it."""
+    opt_state = unstack(ts.opt_state, index)
+    if not config.momentum:  # buffers only the others needed: the separate run has none
+        opt_state = SGDState({}, opt_state.step)
+    return TrainState(
+        unstack(ts.params, index),
+        unstack(ts.state, index),
+        opt_state,
+        ts.epoch,
+        ts.step_in_epoch,
+        ts.loss_sum[index],
+        ts.correct[index],
+    )
+
+
+# Settings every member of one vmapped run shares (they shape the step or the loop).
+SHARED_SETTINGS = (
+    "members_vmap",
+    "epochs",
+    "batch_size",
+    "nesterov",
+    "shuffle",
+    "eval_train_mode",
+    "compile",
+    "compile_mode",
+    "eval_every",
+)
+
+
+def check_members(configs: Sequence[TrainConfig]) -> None:
+    """Members may differ in hyperparameters and seed only."""
+    if not configs:
+        raise ValueError("no members to train")
+    for name in SHARED_SETTINGS:
+        values = {getattr(c, name) for c in configs}
+        if len(values) > 1:
+            raise ValueError(f"members of one run must share {name}, got {sorted(map(str, values))}")
 
 
 @dataclass
 class TrainResult:
-    train_state: TrainState
+    train_state: TrainState  # K members: stacked (see member())
+    configs: list[TrainConfig]
+    members: bool = False  # trained as K vmapped members (lists below), or one run (floats)
     history: list[EpochStats] = field(default_factory=list)
     interrupted: bool = False  # stopped on request before the last epoch
-    # the epoch whose loss was NaN or infinite; train_state is then the last finite one
-    diverged_in: int | None = None
-    train_accuracy: float | None = None
-    val_accuracy: float | None = None
+    # member -> (the epoch its loss turned NaN or infinite, its last finite TrainState).
+    # Other members train on; a single run stops there.
+    diverged: dict[int, tuple[int, TrainState]] = field(default_factory=dict)
+    train_accuracy: float | list[float] | None = None
+    val_accuracy: float | list[float] | None = None
     seconds: float = 0.0
+    peak_memory_bytes: int = 0
 
     @property
     def params(self) -> Params:
@@ -275,110 +461,251 @@ class TrainResult:
     def opt_state(self) -> SGDState:
         return self.train_state.opt_state
 
+    @property
+    def diverged_in(self) -> int | None:
+        """The first epoch in which a member's loss turned NaN or infinite (None: never)."""
+        return min((epoch for epoch, _ in self.diverged.values()), default=None)
+
+    @property
+    def diverged_members(self) -> list[int]:
+        return sorted(self.diverged)
+
+    def member(self, index: int) -> TrainState:
+        """Member `index`'s TrainState (its last finite one if it diverged)."""
+        if index in self.diverged:
+            return self.diverged[index][1]
+        if not self.members:
+            return self.train_state
+        return member_state(self.train_state, index, self.configs[index])
+
     def summary(self) -> dict[str, Any]:
-        return {
+        out = {
             "train_accuracy": self.train_accuracy,
             "val_accuracy": self.val_accuracy,
             "final_loss": self.history[-1].loss if self.history else None,
             "epochs_done": self.train_state.epoch,
             "seconds": round(self.seconds, 3),
         }
+        if self.members:
+            out.update(
+                members=len(self.configs),
+                seeds=[c.seed for c in self.configs],
+                final_loss=self.history[-1].members["loss"] if self.history else None,
+                train_accuracy_mean_std=_spread(self.train_accuracy),
+                val_accuracy_mean_std=_spread(self.val_accuracy),
+                peak_memory_bytes=self.peak_memory_bytes,
+            )
+        return out
+
+
+def _spread(values: list[float] | None) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
 
 
 def fit(
     model: Model,
     data: Dataset,
-    config: TrainConfig,
+    config: TrainConfig | Sequence[TrainConfig],
     *,
     start: TrainState | None = None,
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
 ) -> TrainResult:
-    """Train `model` on `data` (already on its device) and report train/val accuracy.
+    """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
 
-    `start` resumes a saved TrainState; `on_step(step, n_steps)` sees each step (host-side
-    only, no sync); `stop_requested` is polled after every step and ends the run early
-    (result.interrupted, no evaluation) with the state to save.
+    K members run as one `torch.func.vmap`ped step over stacked tensors; member r is the run
+    its config alone would make: its own seed (init, data order, dropout keys) and
+    hyperparameters. `start` resumes a saved TrainState (stacked for members);
+    `on_step(step, n_steps)` sees each step (host-side only, no sync); `stop_requested` is
+    polled after every step and ends the run early (result.interrupted, no evaluation) with
+    the state to save. A loss that turns NaN or infinite ends the run at the last finite state.
     """
+    members = not isinstance(config, TrainConfig)
+    configs = list(config) if members else [config]
+    check_members(configs)
+    lead = configs[0]
     device = data.train.images.device
-    ts = start if start is not None else init_train_state(model, config, device)
-    step = build_step(model, config, device)
+    if start is None:
+        start = init_members(model, configs, device) if members else init_train_state(model, lead, device)
+    hyper = step_hyperparameters(configs, device)
+    step = build_step(model, lead, device, members_hyper=hyper if members else None)
+    seeds = [c.seed for c in configs]
+    base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
 
-    base_key = rng.key(config.seed, device)
     n = len(data.train)
-    n_batches = math.ceil(n / config.batch_size)
-    result = TrainResult(ts)
+    n_batches = math.ceil(n / lead.batch_size)
+    ts = start
+    result = TrainResult(ts, configs, members)
     started = time.perf_counter()
     params, state, opt_state = ts.params, ts.state, ts.opt_state
     last_good = snapshot(ts)  # where a diverged run goes back to
-    while ts.epoch < config.epochs:
+    while ts.epoch < lead.epochs:
         t0 = time.perf_counter()
-        order = epoch_order(config.seed, ts.epoch, n, config.shuffle, device)
+        # (n,) or (K, n): each member's own sample order, as its separate run draws it
+        orders = [epoch_order(s, ts.epoch, n, lead.shuffle, device) for s in seeds]
+        order = torch.stack(orders) if members else orders[0]
         # one key per step, derived from (seed, global step): resumable and reproducible
-        keys = rng.fold_in(base_key, torch.arange(n_batches, device=device) + ts.epoch * n_batches)
-        loss_sum = torch.tensor(ts.loss_sum, device=device)
+        steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
+        keys = rng.fold_in(base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
+        loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
         correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
         for i in range(ts.step_in_epoch, n_batches):
-            idx = order[i * config.batch_size : (i + 1) * config.batch_size]
+            idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
             params, state, opt_state, metrics = step(
-                params, state, opt_state, data.train.images[idx], data.train.labels[idx], keys[i]
+                params, state, opt_state, hyper, data.train.images[idx], data.train.labels[idx], keys[..., i]
             )
             loss_sum += metrics["loss"]
             correct += metrics["correct"]
             if on_step is not None:
                 on_step(i + 1, n_batches)
             if i + 1 < n_batches and stop_requested is not None and stop_requested():
-                result.train_state = TrainState(
-                    params, state, opt_state, ts.epoch, i + 1, loss_sum.item(), int(correct.item())
+                ts = TrainState(
+                    params, state, opt_state, ts.epoch, i + 1, loss_sum.tolist(), correct.tolist()
                 )
-                result.interrupted = True
-                if not math.isfinite(result.train_state.loss_sum):
-                    result.train_state, result.diverged_in = last_good, ts.epoch + 1
+                result.train_state, result.interrupted = ts, True
+                _note_divergence(result, loss_sum, ts.epoch + 1, last_good)
                 result.seconds = time.perf_counter() - started
                 return result
-        loss = loss_sum.item() / n_batches  # the epoch's one host sync
-        if not math.isfinite(loss):
-            result.train_state, result.diverged_in = last_good, ts.epoch + 1
+        if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
             result.seconds = time.perf_counter() - started
             return result
+        # the epoch's one host sync
+        losses = (loss_sum.double() / n_batches).tolist()
+        running = (correct.double() / n).tolist()
         seconds = time.perf_counter() - t0
         steps_run = n_batches - ts.step_in_epoch
-        ts = result.train_state = TrainState(params, state, opt_state, ts.epoch + 1)
+        ts = result.train_state = TrainState(
+            params,
+            state,
+            opt_state,
+            ts.epoch + 1,
+            0,
+            _zeros(members, len(configs)),
+            _zeros(members, len(configs), int),
+        )
         last_good = snapshot(ts)
         stats = EpochStats(
             ts.epoch,
-            config.epochs,
-            loss,
-            correct.item() / n,
+            lead.epochs,
+            losses,
+            running,
             seconds,
-            steps_run * config.batch_size / seconds,
+            len(configs) * steps_run * lead.batch_size / seconds,
         )
-        if config.validates_after(ts.epoch):
-            stats.val_accuracy = validation_accuracy(
-                model, params, state, data.val, config, key=validation_key(base_key, ts.epoch)
-            )
+        if lead.validates_after(ts.epoch):
+            stats.val_accuracy = _validation(model, ts, data, configs, members, base_keys)
+        if members:
+            stats.members = {
+                "loss": losses,
+                "train_accuracy_running": running,
+                "val_accuracy": stats.val_accuracy or [None] * len(configs),
+            }
+            finite = [r for r in range(len(configs)) if r not in result.diverged]
+            stats.loss = statistics.fmean(losses[r] for r in finite)
+            stats.train_accuracy_running = statistics.fmean(running[r] for r in finite)
+            vals = stats.val_accuracy
+            stats.val_accuracy = None if vals is None else statistics.fmean(vals[r] for r in finite)
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)
-        if stop_requested is not None and stop_requested() and ts.epoch < config.epochs:
+        if stop_requested is not None and stop_requested() and ts.epoch < lead.epochs:
             result.interrupted = True
             result.seconds = time.perf_counter() - started
             return result
-    if config.eval_train_mode:
-        eval_key = rng.fold_in(base_key, -1)
-        result.train_accuracy, state = evaluate_book_style(
-            model, params, state, data.train, batch_size=config.batch_size, key=eval_key
-        )
-        result.val_accuracy, state = evaluate_book_style(
-            model, params, state, data.val, batch_size=config.batch_size, key=rng.fold_in(eval_key, 1)
-        )
-        result.train_state.state = state
-    else:
-        result.train_accuracy = evaluate(model, params, state, data.train)
-        result.val_accuracy = evaluate(model, params, state, data.val)
+    _final_evaluation(model, result, data, base_keys)
     result.seconds = time.perf_counter() - started
+    result.peak_memory_bytes = peak_memory(device)
     return result
+
+
+def _zeros(members: bool, k: int, kind=float):
+    return [kind(0)] * k if members else kind(0)
+
+
+def _note_divergence(result: TrainResult, loss_sum: Tensor, epoch: int, last_good: TrainState) -> bool:
+    """Record members whose loss turned NaN or infinite (with their last finite state).
+
+    Members are independent under vmap, so the others train on; True once every member has
+    diverged, with the run rolled back to `last_good`.
+    """
+    finite = torch.isfinite(loss_sum).reshape(-1).tolist()
+    for r, ok in enumerate(finite):
+        if not ok and r not in result.diverged:
+            member = member_state(last_good, r, result.configs[r]) if result.members else last_good
+            result.diverged[r] = (epoch, member)
+    if len(result.diverged) < len(finite):
+        return False
+    result.train_state = last_good
+    return True
+
+
+def _member_views(ts: TrainState, members: bool, k: int):
+    """(params, state) of each member (views into the stacked tensors)."""
+    if not members:
+        return [(ts.params, ts.state)]
+    return [(unstack(ts.params, r), unstack(ts.state, r)) for r in range(k)]
+
+
+def _validation(model, ts, data, configs, members, base_keys) -> float | list[float]:
+    views = _member_views(ts, members, len(configs))
+    keys = base_keys if members else base_keys.unsqueeze(0)
+    accuracies = [
+        validation_accuracy(model, params, state, data.val, c, key=validation_key(key, ts.epoch))
+        for (params, state), c, key in zip(views, configs, keys, strict=True)
+    ]
+    return accuracies if members else accuracies[0]
+
+
+def _final_evaluation(model: Model, result: TrainResult, data: Dataset, base_keys: Tensor) -> None:
+    """Train and val accuracy of every member (the book's train-mode validate() with quirks)."""
+    configs, members = result.configs, result.members
+    views = _member_views(result.train_state, members, len(configs))
+    for r, (_, last_finite) in result.diverged.items():  # judged by the weights they keep
+        views[r] = (last_finite.params, last_finite.state)
+    keys = base_keys if members else base_keys.unsqueeze(0)
+    train, val, states = [], [], []
+    for (params, state), config, key in zip(views, configs, keys, strict=True):
+        if config.eval_train_mode:
+            eval_key = rng.fold_in(key, -1)
+            acc, state = evaluate_book_style(
+                model, params, state, data.train, batch_size=config.batch_size, key=eval_key
+            )
+            train.append(acc)
+            acc, state = evaluate_book_style(
+                model, params, state, data.val, batch_size=config.batch_size, key=rng.fold_in(eval_key, 1)
+            )
+            val.append(acc)
+        else:
+            train.append(evaluate(model, params, state, data.train))
+            val.append(evaluate(model, params, state, data.val))
+        states.append(state)
+    if configs[0].eval_train_mode:  # validate() updated the BN running stats
+        result.train_state.state = stack(states) if members else states[0]
+    result.train_accuracy = train if members else train[0]
+    result.val_accuracy = val if members else val[0]
+
+
+def fit_ensemble(
+    model: Model, data: Dataset, config: TrainConfig, replicas: int, **kwargs: Any
+) -> TrainResult:
+    """`replicas` copies of one config, member r with seed config.seed + r, trained at once."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    return fit(model, data, [replace(config, seed=config.seed + r) for r in range(replicas)], **kwargs)
+
+
+def peak_memory(device: torch.device) -> int:
+    """Peak device memory on CUDA; the process's peak resident memory on CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def snapshot(ts: TrainState) -> TrainState:

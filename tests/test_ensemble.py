@@ -4,9 +4,9 @@ import pytest
 import torch
 
 from ptm_func.data import Dataset, Split
-from ptm_func.ensemble import fit_ensemble, stack, unstack
+from ptm_func.members import stack, unstack
 from ptm_func.optim import SGDState
-from ptm_func.train import TrainConfig, book_setup, fit
+from ptm_func.train import TrainConfig, book_setup, fit, fit_ensemble
 
 
 def random_data(n=64):
@@ -20,20 +20,18 @@ def test_two_replicas_match_two_separate_runs(name):
     model, config = book_setup(name, epochs=2, batch_size=16, momentum=0.9, compile=False, seed=11)
     data = random_data()
     ensemble = fit_ensemble(model, data, config, replicas=2)
-    assert ensemble.seeds == [11, 12]
-    for r, seed in enumerate(ensemble.seeds):
+    assert [c.seed for c in ensemble.configs] == [11, 12]
+    for r, seed in enumerate([11, 12]):
         alone = fit(model, data, TrainConfig(**{**config.__dict__, "seed": seed}))
-        ours = ensemble.replicas[r]
+        ours = ensemble.member(r)
         for key in alone.params:
             torch.testing.assert_close(ours.params[key], alone.params[key], rtol=1e-4, atol=1e-5, msg=key)
         for key in alone.state:
             torch.testing.assert_close(ours.state[key], alone.state[key], rtol=1e-4, atol=1e-5, msg=key)
         assert ensemble.val_accuracy[r] == pytest.approx(alone.val_accuracy, abs=1 / 64 + 1e-9)
-    assert not torch.equal(
-        ensemble.replicas[0].params["fc2.weight"], ensemble.replicas[1].params["fc2.weight"]
-    )
+    assert not torch.equal(ensemble.member(0).params["fc2.weight"], ensemble.member(1).params["fc2.weight"])
     summary = ensemble.summary()
-    assert summary["replicas"] == 2 and summary["peak_memory_bytes"] > 0
+    assert summary["members"] == 2 and summary["peak_memory_bytes"] > 0
 
 
 def test_compiled_ensemble_matches_eager_ensemble():
@@ -43,8 +41,8 @@ def test_compiled_ensemble_matches_eager_ensemble():
         model, random_data(), TrainConfig(**{**config.__dict__, "compile": True}), replicas=2
     )
     for r in range(2):
-        for key, value in eager.replicas[r].params.items():
-            torch.testing.assert_close(compiled.replicas[r].params[key], value, rtol=1e-4, atol=1e-5)
+        for key, value in eager.member(r).params.items():
+            torch.testing.assert_close(compiled.member(r).params[key], value, rtol=1e-4, atol=1e-5)
 
 
 def test_stack_and_unstack_round_trip():

@@ -21,6 +21,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+import cli.signals
 import cli.training
 import ptm_func.checkpoint as checkpoint_module
 from cli.main import app
@@ -267,7 +268,7 @@ def test_a_checkpoint_claiming_a_billion_blocks_is_refused_at_once(tmp_path, n_b
     model = get_model("resdeep", n_blocks=2)
     path = save_checkpoint(tmp_path / "deep.safetensors", model, *model.init(0))
     rewrite_metadata(path, config=f'{{"n_chans1": 32, "n_blocks": {n_blocks}, "tied": false}}')
-    for command in (["info", path], ["eval", path], ["predict", path, path]):
+    for command in (["info", path], ["eval", path], ["predict", path, path.with_suffix(".png")]):
         started = time.perf_counter()
         fails_cleanly(invoke(*command), 1, "but it holds 2 blocks")
         assert time.perf_counter() - started < 10
@@ -558,8 +559,8 @@ def test_the_default_checkpoint_is_not_overwritten_by_another_run(two_classes, t
 
 def test_json_reports_an_interruption_and_positions_read_alike(two_classes, tmp_path, monkeypatch):
     """SIGTERM mid-run: JSON on stdout says where; the resume line names the same position."""
-    init = cli.training._StopOnSignal.__init__
-    monkeypatch.setattr(cli.training._StopOnSignal, "__init__", lambda self: setattr(self, "signal", 15))
+    init = cli.signals.StopOnSignal.__init__
+    monkeypatch.setattr(cli.signals.StopOnSignal, "__init__", lambda self: setattr(self, "signal", 15))
     out = tmp_path / "n.safetensors"
     result = invoke(
         "train", "net", *two_classes, "--epochs", "3", "--batch-size", "16", "--out", out, "--json"
@@ -568,7 +569,7 @@ def test_json_reports_an_interruption_and_positions_read_alike(two_classes, tmp_
     summary = strict_json(result.stdout)
     assert summary["interrupted_at"] == {"epoch": 1, "step": 1}
     assert "interrupted at epoch 1, step 1;" in result.stderr
-    monkeypatch.setattr(cli.training._StopOnSignal, "__init__", init)
+    monkeypatch.setattr(cli.signals.StopOnSignal, "__init__", init)
     resumed = invoke("train", "net", "--resume", out)
     assert resumed.exit_code == 0 and "from epoch 1, step 1 on" in resumed.output
     assert [line["epoch"] for line in read_metrics(out.with_name("n.metrics.jsonl"))] == [1, 2, 3]

@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import cli.signals
 import cli.training
 from cli.main import app
 from ptm_func.checkpoint import load_checkpoint

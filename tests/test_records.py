@@ -6,9 +6,8 @@ import pytest
 import torch
 
 from ptm_func.data import Dataset, Split
-from ptm_func.ensemble import fit_ensemble
 from ptm_func.records import RecordError, RunRecord, find_metrics, metrics_path, read_metrics, run_path
-from ptm_func.train import EpochStats, book_setup, fit
+from ptm_func.train import EpochStats, book_setup, fit, fit_ensemble
 
 
 def random_data(n=64, seed=1):
