@@ -125,9 +125,15 @@ def sweep_command(
             if seeds < 1:
                 raise UsageError(f"--seeds must be >= 1, got {seeds}")
             given = dict(
-                epochs=epochs, batch_size=batch_size, eval_every=eval_every, compile=compile,
-                members_vmap=vmap, n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
-            )  # fmt: skip
+                epochs=epochs,
+                batch_size=batch_size,
+                eval_every=eval_every,
+                compile=compile,
+                members_vmap=vmap,
+                n_chans1=n_chans1,
+                n_blocks=n_blocks,
+                tied=tied,
+            )
             try:
                 net, base = book_setup(model, **{k: v for k, v in given.items() if v is not None})
                 members = sweep.grid(model, base, values, range(seed, seed + seeds))
@@ -180,7 +186,12 @@ def sweep_command(
         progress = TrainingProgress(lead.epochs)
         stop = StopOnSignal()
         runner = sweep.SweepRun(
-            net, dataset, folder, run_info(variant, net, lead, dataset, dev), facts, dev,
+            net,
+            dataset,
+            folder,
+            run_info(variant, net, lead, dataset, dev),
+            facts,
+            dev,
             save_every=checkpoint_every,
             on_chunk=lambda n, total, todo: typer.echo(
                 f"chunk {n}/{total}: {len(todo)} members ({todo[0].name} ...)", err=True
@@ -189,7 +200,7 @@ def sweep_command(
             on_step=progress.on_step,
             on_note=note,
             stop_requested=stop,
-        )  # fmt: skip
+        )
         with stop.installed():
             with progress.running():
                 outcome = runner.run(members, chunk)

@@ -170,8 +170,14 @@ def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str 
         fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
         xs = [r[key] for r in rows]
         for which, label in (("val", "val (eval mode)"), ("train", "train (eval mode)")):
-            ax.errorbar(xs, [r[f"{which}_mean"] for r in rows], yerr=[r[f"{which}_std"] for r in rows],
-                        marker="o", capsize=3, label=label)  # fmt: skip
+            ax.errorbar(
+                xs,
+                [r[f"{which}_mean"] for r in rows],
+                yerr=[r[f"{which}_std"] for r in rows],
+                marker="o",
+                capsize=3,
+                label=label,
+            )
         if min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
             ax.minorticks_off()

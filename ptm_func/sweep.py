@@ -176,8 +176,11 @@ class SweepRun:
         records = [RunRecord(p) for p in paths]
         for member, record in zip(todo, records, strict=True):
             member_info = {**self.info, "config": asdict(member.config), "sweep": member.values}
-            record.start(member_info, resumed_from=record.checkpoint if start else None,
-                         at_epoch=start.epoch if start else 0)  # fmt: skip
+            record.start(
+                member_info,
+                resumed_from=record.checkpoint if start else None,
+                at_epoch=start.epoch if start else 0,
+            )
 
         def log(stats: EpochStats, ts: TrainState) -> None:
             for r, record in enumerate(records):
@@ -193,8 +196,15 @@ class SweepRun:
             if self.on_epoch is not None:
                 self.on_epoch(stats, ts)
 
-        result = fit(self.model, self.data, [m.config for m in todo], start=start, on_epoch=log,
-                     on_step=self.on_step, stop_requested=self.stop_requested)  # fmt: skip
+        result = fit(
+            self.model,
+            self.data,
+            [m.config for m in todo],
+            start=start,
+            on_epoch=log,
+            on_step=self.on_step,
+            stop_requested=self.stop_requested,
+        )
         outcome.seconds += result.seconds
         outcome.interrupted = result.interrupted
         done = []

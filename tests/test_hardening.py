@@ -118,9 +118,16 @@ def test_compare_keeps_the_table_when_the_json_cannot_be_written(two_classes, tm
     monkeypatch.setattr(cli.compare_cmd, "check_writable", lambda path, size: None)
     (tmp_path / "taken.json").mkdir()
     result = invoke(
-        "compare", "net", *two_classes, "--epochs", "1", "--json-out", tmp_path / "taken.json",
-        "--chart", tmp_path / "c.png",
-    )  # fmt: skip
+        "compare",
+        "net",
+        *two_classes,
+        "--epochs",
+        "1",
+        "--json-out",
+        tmp_path / "taken.json",
+        "--chart",
+        tmp_path / "c.png",
+    )
     assert result.exit_code == 1 and "18,090" in result.stdout
     rescued = result.stderr.split("the JSON is in ")[1].split()[0]
     assert json.loads(Path(rescued).read_text())["rows"][0]["variant"] == "net"
@@ -130,9 +137,15 @@ def test_compare_keeps_the_table_when_the_json_cannot_be_written(two_classes, tm
 def test_a_full_disk_is_found_before_training(two_classes, tmp_path):
     """The writability probe writes as many bytes as a save needs (a 0-byte probe passes on a full disk)."""
     result = ptm_process(
-        "train", "net", *two_classes, "--epochs", "1", "--out", tmp_path / "net.safetensors",
+        "train",
+        "net",
+        *two_classes,
+        "--epochs",
+        "1",
+        "--out",
+        tmp_path / "net.safetensors",
         limit_file_bytes=100_000,
-    )  # fmt: skip
+    )
     assert result.returncode == 1, result.stderr
     assert "cannot write" in result.stderr and "File too large" in result.stderr
     assert "loading data" not in result.stderr and "Traceback" not in result.stderr
@@ -378,9 +391,21 @@ def test_non_finite_hyperparameters_are_refused(option, value, two_classes):
 def test_a_diverging_run_stops_keeps_finite_weights_and_prints_valid_json(two_classes, tmp_path):
     out = tmp_path / "res.safetensors"
     result = invoke(
-        "train", "res", *two_classes, "--lr", "10", "--momentum", "0.9", "--epochs", "3",
-        "--batch-size", "16", "--out", out, "--json",
-    )  # fmt: skip
+        "train",
+        "res",
+        *two_classes,
+        "--lr",
+        "10",
+        "--momentum",
+        "0.9",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 1, result.output
     assert "the loss became NaN or infinite in epoch 1" in result.stderr
     summary = strict_json(result.stdout)
@@ -394,9 +419,23 @@ def test_a_diverging_run_stops_keeps_finite_weights_and_prints_valid_json(two_cl
 def test_a_diverging_ensemble_stops_and_saves_every_replica(two_classes, tmp_path):
     out = tmp_path / "res.safetensors"
     result = invoke(
-        "train", "res", *two_classes, "--replicas", "2", "--lr", "10", "--momentum", "0.9",
-        "--epochs", "2", "--batch-size", "16", "--out", out, "--json",
-    )  # fmt: skip
+        "train",
+        "res",
+        *two_classes,
+        "--replicas",
+        "2",
+        "--lr",
+        "10",
+        "--momentum",
+        "0.9",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--out",
+        out,
+        "--json",
+    )
     assert result.exit_code == 1, result.output
     summary = strict_json(result.stdout)
     assert summary["diverged_in_epoch"] == 1 and summary["diverged_members"] == [0, 1]

@@ -35,8 +35,19 @@ def small(image_folder):
 @pytest.mark.slow
 def test_the_acceptance_sweep_on_the_bundled_data(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("sweep", "net", "--lr", "0.003,0.01,0.03", "--epochs", "2", "--device", "cpu",
-                    "--data", "bundled", "--json")  # fmt: skip
+    result = invoke(
+        "sweep",
+        "net",
+        "--lr",
+        "0.003,0.01,0.03",
+        "--epochs",
+        "2",
+        "--device",
+        "cpu",
+        "--data",
+        "bundled",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert [m["lr"] for m in report["members"]] == [0.003, 0.01, 0.03]
@@ -50,8 +61,20 @@ def test_the_acceptance_sweep_on_the_bundled_data(tmp_path, monkeypatch):
 
 
 def test_a_member_is_its_separate_train_run_bit_for_bit(small, tmp_path):
-    result = invoke("sweep", "net", *small, "--lr", "0.01,0.05", "--momentum", "0,0.9", "--epochs", "2",
-                    "--out", tmp_path / "sweep", "--json")  # fmt: skip
+    result = invoke(
+        "sweep",
+        "net",
+        *small,
+        "--lr",
+        "0.01,0.05",
+        "--momentum",
+        "0,0.9",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "sweep",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     members = {m["name"]: m for m in json.loads(result.stdout)["members"]}
     assert sorted(members) == [
@@ -60,8 +83,19 @@ def test_a_member_is_its_separate_train_run_bit_for_bit(small, tmp_path):
         "net-lr0.05-mom0-seed123",
         "net-lr0.05-mom0.9-seed123",
     ]
-    alone = invoke("train", "net", *small, "--lr", "0.05", "--momentum", "0.9", "--epochs", "2",
-                   "--out", tmp_path / "alone.safetensors")  # fmt: skip
+    alone = invoke(
+        "train",
+        "net",
+        *small,
+        "--lr",
+        "0.05",
+        "--momentum",
+        "0.9",
+        "--epochs",
+        "2",
+        "--out",
+        tmp_path / "alone.safetensors",
+    )
     assert alone.exit_code == 0, alone.output
     ours = load_checkpoint(members["net-lr0.05-mom0.9-seed123"]["checkpoint"])
     theirs = load_checkpoint(tmp_path / "alone.safetensors")
@@ -90,8 +124,13 @@ def test_sigterm_then_resume_equals_the_uninterrupted_sweep(image_folder, tmp_pa
     base += ["--batch-size", "8", "--lr", "0.01,0.03", "--momentum", "0.9", "--epochs", "40", "--no-compile"]
     code = "from cli.main import app; app()"
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-c", code, *base, "--out", str(tmp_path / "cut")],
-                            stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)  # fmt: skip
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *base, "--out", str(tmp_path / "cut")],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
     deadline = time.time() + 120
     for line in proc.stderr:
         if "epoch   2/40" in line or time.time() > deadline:
@@ -100,11 +139,21 @@ def test_sigterm_then_resume_equals_the_uninterrupted_sweep(image_folder, tmp_pa
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert f"Resume with: ptm sweep --resume {tmp_path / 'cut'}" in err and "Traceback" not in err
-    resumed = subprocess.run([sys.executable, "-c", code, "sweep", "--resume", str(tmp_path / "cut")],
-                             capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    resumed = subprocess.run(
+        [sys.executable, "-c", code, "sweep", "--resume", str(tmp_path / "cut")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr
-    straight = subprocess.run([sys.executable, "-c", code, *base, "--out", str(tmp_path / "whole")],
-                              capture_output=True, text=True, env=env, timeout=300)  # fmt: skip
+    straight = subprocess.run(
+        [sys.executable, "-c", code, *base, "--out", str(tmp_path / "whole")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert straight.returncode == 0, straight.stderr
     for name in ("dropout-lr0.01-seed123", "dropout-lr0.03-seed123"):
         a, b = (load_checkpoint(tmp_path / f / f"{name}.safetensors") for f in ("cut", "whole"))
