@@ -18,6 +18,11 @@ mkdir -p "$OUT"
   echo "== Net speed"
   timeout 200 python3 benchmarks/train_speed.py --model net --data "$DATA" --device "$DEVICE" \
     --epochs 6 --modes reduce-overhead,default --replicas 8 --json "$WORK/speed_net.json" 2>&1 | tail -9
+  echo "== members: 8 and 64 against separate runs (vmap, loop)"
+  timeout 240 python3 benchmarks/sweep_speed.py --model net --members 8 --data "$DATA" --device "$DEVICE" \
+    --rounds 2 --json "$WORK/sweep8.json" 2>&1 | tail -4
+  timeout 240 python3 benchmarks/sweep_speed.py --model net --members 64 --data "$DATA" --device "$DEVICE" \
+    --rounds 1 --json "$WORK/sweep64.json" 2>&1 | tail -4
   echo "== accuracy, all models in parallel"
   for m in net width l2 dropout batchnorm depth res; do
     timeout 300 python3 benchmarks/accuracy.py --model "$m" --data "$DATA" --device "$DEVICE" \
