@@ -241,3 +241,28 @@ def test_an_ensemble_needs_the_same_classes(small, image_folder, tmp_path):
     assert result.exit_code == 1 and "trained on different classes" in result.output
     image = Path(image_folder) / "test" / "bird" / "0000.png"
     assert "different classes" in invoke("predict", a, b, image).output
+
+
+def test_a_sweep_that_cannot_save_rescues_its_members(small, tmp_path, monkeypatch):
+    import ptm_func.sweep
+    from ptm_func.checkpoint import CheckpointError
+
+    save_runs = ptm_func.sweep.save_runs
+    folder = tmp_path / "sweep"
+
+    def disk_full_in_the_folder(runs):
+        if any(Path(path).parent == folder for path, *_ in runs):
+            raise CheckpointError(f"cannot write checkpoint {folder}: No space left on device")
+        return save_runs(runs)
+
+    monkeypatch.setattr(ptm_func.sweep, "save_runs", disk_full_in_the_folder)
+    result = invoke("sweep", "net", *small, "--lr", "0.01,0.02", "--epochs", "1", "--out", folder)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    rescue = Path(result.output.split("were saved to ")[1].split()[0])
+    names = sorted(p.name for p in rescue.glob("*.safetensors"))
+    assert names == [
+        f"net-lr{lr}-seed123{kind}.safetensors" for lr in ("0.01", "0.02") for kind in ("", ".train")
+    ]
+    for path in rescue.iterdir():
+        path.unlink()
+    rescue.rmdir()
