@@ -516,12 +516,13 @@ def fit(
 ) -> TrainResult:
     """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
 
-    K members run as one `torch.func.vmap`ped step over stacked tensors; member r is the run
-    its config alone would make: its own seed (init, data order, dropout keys) and
-    hyperparameters. `start` resumes a saved TrainState (stacked for members);
+    K members train in lockstep on stacked tensors (one vmapped step, or the single step member
+    after member: TrainConfig.members_vmap); member r is the run its config alone would make:
+    its own seed (init, data order, dropout keys) and hyperparameters, and a member whose loss
+    turns NaN stops alone. `start` resumes a saved TrainState (stacked for members);
     `on_step(step, n_steps)` sees each step (host-side only, no sync); `stop_requested` is
     polled after every step and ends the run early (result.interrupted, no evaluation) with
-    the state to save. A loss that turns NaN or infinite ends the run at the last finite state.
+    the state to save. A loss that turns NaN or infinite ends a run at its last finite state.
     """
     members = not isinstance(config, TrainConfig)
     configs = list(config) if members else [config]
