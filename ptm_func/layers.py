@@ -106,12 +106,17 @@ def batch_norm(params: Params, state: State, prefix: str, x: Tensor, *, train: b
 def dropout2d(x: Tensor, p: float, *, train: bool, key: rng.KeyLike | None) -> Tensor:
     """Zero whole NCHW channels with probability `p` (scaled by 1/(1-p)) when training.
 
-    The mask is a pure function of `key`; training without a key raises.
+    The mask is a pure function of `key`: one key for the batch, or one key per sample (N,),
+    so that a sample's mask does not depend on the batch it is in (data-parallel shards);
+    training without a key raises.
     """
     if not train or p == 0.0:
         return x
     if key is None:
         raise ValueError("dropout in training mode needs an explicit `key` (or seed)")
     key = rng.key(key, x.device)
-    keep = rng.uniform(key, (x.shape[0], x.shape[1], 1, 1), dtype=x.dtype) >= p
+    if key.dim() == 1 and key.shape[0] != x.shape[0]:
+        raise ValueError(f"{key.shape[0]} per-sample keys for a batch of {x.shape[0]}")
+    shape = (x.shape[1], 1, 1) if key.dim() == 1 else (x.shape[0], x.shape[1], 1, 1)
+    keep = rng.uniform(key, shape, dtype=x.dtype) >= p
     return x * keep.to(x.dtype) * (1.0 / (1.0 - p))

@@ -52,15 +52,18 @@ def split(k: KeyLike, n: int) -> Tensor:
 
 
 def random_bits(k: KeyLike, shape: tuple[int, ...]) -> Tensor:
-    """Return int64 values uniform in [0, 2**32) of the given shape, a pure function of `k`."""
+    """Return int64 values uniform in [0, 2**32) of the given shape, a pure function of `k`.
+
+    A batch of keys (shape S) gives one independent draw per key: shape S + `shape`.
+    """
     k = key(k)
     numel = 1
     for size in shape:
         numel *= size
     counter = torch.arange(numel, dtype=torch.int64, device=k.device)
-    return _mix32(_mix32(counter) ^ k).reshape(shape)
+    return _mix32(_mix32(counter) ^ k.unsqueeze(-1)).reshape(*k.shape, *shape)
 
 
 def uniform(k: KeyLike, shape: tuple[int, ...], dtype: torch.dtype = torch.float32) -> Tensor:
-    """Return floats uniform in [0, 1) of the given shape (24 random bits each)."""
+    """Return floats uniform in [0, 1) of the given shape (24 random bits each); per key if batched."""
     return (random_bits(k, shape) >> 8).to(dtype) * (1.0 / (1 << 24))

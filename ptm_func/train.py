@@ -550,15 +550,24 @@ def fit(
         # (n,) or (K, n): each member's own sample order, as its separate run draws it
         orders = [epoch_order(s, ts.epoch, n, lead.shuffle, device) for s in seeds]
         order = torch.stack(orders) if members else orders[0]
-        # one key per step, derived from (seed, global step): resumable and reproducible
+        # one key per sample, from (seed, global step, position in the batch): resumable,
+        # reproducible, and a sample's dropout mask does not depend on how the batch is split
         steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
-        keys = rng.fold_in(base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
+        step_keys = rng.fold_in(base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
+        positions = torch.arange(lead.batch_size, device=device)
+        keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
         loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
         correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
         for i in range(ts.step_in_epoch, n_batches):
             idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
             params, state, opt_state, metrics = step(
-                params, state, opt_state, hyper, data.train.images[idx], data.train.labels[idx], keys[..., i]
+                params,
+                state,
+                opt_state,
+                hyper,
+                data.train.images[idx],
+                data.train.labels[idx],
+                keys[..., i, : idx.shape[-1]],
             )
             loss_sum += metrics["loss"]
             correct += metrics["correct"]
