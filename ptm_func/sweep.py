@@ -167,7 +167,7 @@ class SweepRun:
                 self._train(todo, outcome)
                 if outcome.interrupted:
                     return outcome
-            outcome.results += [_saved_result(m, checkpoint_path(self.folder, m)) for m in group]
+            outcome.results += [saved_result(m, checkpoint_path(self.folder, m)) for m in group]
         return outcome
 
     def _train(self, todo: list[Member], outcome: SweepOutcome) -> None:
@@ -268,7 +268,7 @@ def _saved_start(paths: list[Path], group: list[Member], model: Model, device) -
     return stack_members([ts for _, ts, _ in loaded])
 
 
-def _saved_result(member: Member, path: Path) -> dict[str, Any]:
+def saved_result(member: Member, path: Path) -> dict[str, Any]:
     try:
         training = load_checkpoint(path).training
     except CheckpointError as err:

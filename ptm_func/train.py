@@ -10,11 +10,13 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad_and_value
 
 from . import rng
 from .data import Dataset, Split
+from .distributed import World, data_parallel_step, shard
 from .layers import Params, State
 from .losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
 from .members import stack, unstack
@@ -137,35 +139,68 @@ def step_hyperparameters(configs: Sequence[TrainConfig], device) -> dict[str, fl
     }
 
 
-def make_step(model: Model, *, nesterov: bool = False):
-    """Build the step `(params, state, opt_state, hyper, images, labels, key)` -> `(params, state,
-    opt_state, metrics)`.
+def make_gradients(model: Model):
+    """Build `gradients(params, state, hyper, images, labels, key, shard=None)` -> `(grads,
+    new_state, metrics)`: `torch.func.grad_and_value` of the loss over the trained params.
 
-    `hyper` maps HYPER_KEYS to floats (a float 0 skips its term) or 0-d tensors, which
-    `torch.func.vmap` batches: one step then trains K members with K learning rates.
-    Pure: gradients come from `torch.func.grad_and_value` over the params, the update from
-    the functional SGD; `metrics` are device tensors (loss, correct count) - no host sync.
+    `shard=(global_batch, world_size)` says these images are one process's part of a larger
+    batch: the loss is then its share of the batch's mean (sum / global_batch) and of the
+    penalties (/ world_size), so the processes' gradients and losses sum to the whole batch's.
+    `metrics` are device tensors (loss, correct count) - no host sync.
     """
     aliases = model.aliases
 
-    def loss_fn(trainable: Params, state: State, hyper, images: Tensor, labels: Tensor, key: Tensor):
+    def loss_fn(trainable: Params, state: State, hyper, images: Tensor, labels: Tensor, key: Tensor, shard):
         logits, new_state = model.apply(retie(trainable, aliases), state, images, train=True, key=key)
-        loss = cross_entropy(logits, labels)
+        penalties = []
         if active(hyper["l2_lambda"]):
-            loss = loss + l2_penalty(trainable, hyper["l2_lambda"])
+            penalties.append(l2_penalty(trainable, hyper["l2_lambda"]))
         if active(hyper["l1_lambda"]):
-            loss = loss + l1_penalty(trainable, hyper["l1_lambda"])
+            penalties.append(l1_penalty(trainable, hyper["l1_lambda"]))
+        if shard is None:
+            loss = cross_entropy(logits, labels)
+        else:
+            global_batch, world_size = shard
+            loss = F.cross_entropy(logits, labels, reduction="sum") / global_batch
+            penalties = [penalty / world_size for penalty in penalties]
+        for penalty in penalties:
+            loss = loss + penalty
         return loss, (new_state, accuracy_count(logits, labels))
 
-    def train_step(params, state, opt_state, hyper, images, labels, key):
-        optimizer = SGD(hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], nesterov)
-        trainable = drop_aliases(params, aliases)
+    def gradients(params, state, hyper, images, labels, key, shard=None):
         grads, (loss, (new_state, correct)) = grad_and_value(loss_fn, has_aux=True)(
-            trainable, state, hyper, images, labels, key
+            drop_aliases(params, aliases), state, hyper, images, labels, key, shard
         )
-        trainable, opt_state = optimizer.update(grads, opt_state, trainable)
-        metrics = {"loss": loss.detach(), "correct": correct}
-        return retie(trainable, aliases), new_state, opt_state, metrics
+        return grads, new_state, {"loss": loss.detach(), "correct": correct}
+
+    return gradients
+
+
+def make_update(model: Model, *, nesterov: bool = False):
+    """Build `update(params, opt_state, grads, hyper)` -> `(params, opt_state)`: the functional SGD."""
+    aliases = model.aliases
+
+    def update(params, opt_state, grads, hyper):
+        optimizer = SGD(hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], nesterov)
+        trainable, opt_state = optimizer.update(grads, opt_state, drop_aliases(params, aliases))
+        return retie(trainable, aliases), opt_state
+
+    return update
+
+
+def make_step(model: Model, *, nesterov: bool = False):
+    """Build the step `(params, state, opt_state, hyper, images, labels, key)` -> `(params, state,
+    opt_state, metrics)`: make_gradients, then make_update.
+
+    `hyper` maps HYPER_KEYS to floats (a float 0 skips its term) or 0-d tensors, which
+    `torch.func.vmap` batches: one step then trains K members with K learning rates.
+    """
+    gradients, update = make_gradients(model), make_update(model, nesterov=nesterov)
+
+    def train_step(params, state, opt_state, hyper, images, labels, key):
+        grads, new_state, metrics = gradients(params, state, hyper, images, labels, key)
+        params, opt_state = update(params, opt_state, grads, hyper)
+        return params, new_state, opt_state, metrics
 
     return train_step
 
@@ -251,6 +286,21 @@ def member_loop(step: Callable) -> Callable:
         return tuple(stack([out[i] for out in outs]) for i in range(4))
 
     return members_step
+
+
+def build_data_parallel_step(
+    model: Model, config: TrainConfig, device: torch.device, world: World
+) -> Callable:
+    """One rank's step: its gradients, one all-reduce, the update (see distributed.py).
+
+    The all-reduce sits between two compiled parts (the gradients, the update), compiled in the
+    default mode: no CUDA graphs around a collective.
+    """
+    gradients, update = make_gradients(model), make_update(model, nesterov=config.nesterov)
+    if will_compile(config, device):
+        mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
+        gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
+    return data_parallel_step(gradients, update, world)
 
 
 def will_compile(config: TrainConfig, device: torch.device) -> bool:
@@ -513,6 +563,7 @@ def fit(
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
+    world: World | None = None,
 ) -> TrainResult:
     """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
 
@@ -523,6 +574,8 @@ def fit(
     `on_step(step, n_steps)` sees each step (host-side only, no sync); `stop_requested` is
     polled after every step and ends the run early (result.interrupted, no evaluation) with
     the state to save. A loss that turns NaN or infinite ends a run at its last finite state.
+    In a `world` of several ranks (one run) each rank trains its slice of every global batch
+    (see distributed.py); every rank returns the same result, and they stop at the same step.
     """
     members = not isinstance(config, TrainConfig)
     configs = list(config) if members else [config]
@@ -532,7 +585,14 @@ def fit(
     if start is None:
         start = init_members(model, configs, device) if members else init_train_state(model, lead, device)
     hyper = step_hyperparameters(configs, device)
-    step = build_step(model, lead, device, members_hyper=hyper if members else None)
+    if world is not None:
+        if members or lead.eval_train_mode:
+            raise ValueError(
+                "several ranks train one run in eval-mode validation (no members, no book quirks)"
+            )
+        step = build_data_parallel_step(model, lead, device, world)
+    else:
+        step = build_step(model, lead, device, members_hyper=hyper if members else None)
     seeds = [c.seed for c in configs]
     base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
     if device.type == "cuda":
@@ -558,22 +618,40 @@ def fit(
         keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
         loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
         correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
+        stop = False
         for i in range(ts.step_in_epoch, n_batches):
             idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
-            params, state, opt_state, metrics = step(
-                params,
-                state,
-                opt_state,
-                hyper,
-                data.train.images[idx],
-                data.train.labels[idx],
-                keys[..., i, : idx.shape[-1]],
-            )
+            step_keys_i = keys[..., i, : idx.shape[-1]]
+            if world is None:
+                params, state, opt_state, metrics = step(
+                    params,
+                    state,
+                    opt_state,
+                    hyper,
+                    data.train.images[idx],
+                    data.train.labels[idx],
+                    step_keys_i,
+                )
+                stop = i + 1 < n_batches and stop_requested is not None and stop_requested()
+            else:  # this rank's slice of the global batch; the ranks vote on stopping
+                mine = shard(idx.shape[0], world)
+                params, state, opt_state, metrics = step(
+                    params,
+                    state,
+                    opt_state,
+                    hyper,
+                    data.train.images[idx[mine]],
+                    data.train.labels[idx[mine]],
+                    step_keys_i[mine],
+                    idx.shape[0],
+                    stop_requested is not None and stop_requested(),
+                )
+                stop = metrics["stop"]
             loss_sum += metrics["loss"]
             correct += metrics["correct"]
             if on_step is not None:
                 on_step(i + 1, n_batches)
-            if i + 1 < n_batches and stop_requested is not None and stop_requested():
+            if i + 1 < n_batches and stop:
                 ts = TrainState(
                     params, state, opt_state, ts.epoch, i + 1, loss_sum.tolist(), correct.tolist()
                 )
@@ -623,7 +701,9 @@ def fit(
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)
-        if stop_requested is not None and stop_requested() and ts.epoch < lead.epochs:
+        if world is None and stop_requested is not None:  # a signal during validation
+            stop = stop_requested()
+        if stop and ts.epoch < lead.epochs:
             result.interrupted = True
             result.seconds = time.perf_counter() - started
             return result
