@@ -12,6 +12,7 @@ from ptm_func import jsonio, sweep
 from ptm_func.checkpoint import checkpoint_bytes
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
+from ptm_func.distributed import barrier, from_environment, join, leave
 from ptm_func.files import check_writable
 from ptm_func.plot import PlotUnavailable, sweep_chart
 from ptm_func.records import run_info
@@ -19,6 +20,7 @@ from ptm_func.registry import OUTPUTS
 from ptm_func.train import TRAINABLE_NAMES, book_setup, uses_vmap, will_compile
 
 from .errors import UsageError, friendly_errors
+from .launch import quiet_unless_main, run_as_worker, run_workers
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
@@ -60,6 +62,9 @@ def sweep_command(
     chunk: int = typer.Option(
         64, help="Train at most K members at once (memory); the grid runs chunk by chunk."
     ),
+    nproc: int = typer.Option(
+        1, "--nproc", help="Split the members over N local worker processes (each its own device on GPUs)."
+    ),
     data: str | None = DataSource,
     classes: str | None = Classes,
     device: str = Device,
@@ -93,8 +98,27 @@ def sweep_command(
     Example: ptm sweep net --lr 0.003,0.01,0.03 --weight-decay 0,0.0005 --seeds 2 --epochs 20
 
     Example: ptm sweep --resume runs/sweep-net
+
+    Example: ptm sweep net --lr 0.003,0.01,0.03,0.1 --seeds 2 --nproc 2   (members split over 2 workers)
     """
+    arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
+        world = from_environment()
+        if world is not None:
+            quiet_unless_main(world.rank)
+        if nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {nproc}")
+        if nproc > 1:
+            if world is not None:
+                raise UsageError("--nproc starts its own workers: not inside torchrun")
+            if resume is None and model is None:
+                raise UsageError("give a MODEL to sweep (or --resume FOLDER)")
+            folder = resume or out or _unused(Path("runs") / f"sweep-{model}")
+            if resume is None and folder.exists() and any(folder.iterdir()):
+                raise UsageError(f"{folder} holds files already; give another --out, or --resume it")
+            workers = {**arguments, "nproc": 1, "out": None if resume else folder}
+            raise typer.Exit(run_workers(nproc, sweep_worker, workers))
+        main = world is None or world.is_main
         if checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
         if chunk < 1:
@@ -141,11 +165,14 @@ def sweep_command(
                 raise UsageError(str(err)) from None
             variant, swept = model, [k for k, v in values.items() if len(v) > 1]
             folder = out or _unused(Path("runs") / f"sweep-{model}")
-        if folder.exists() and resume is None and any(folder.iterdir()):
+        if world is None and resume is None and folder.exists() and any(folder.iterdir()):
             raise UsageError(f"{folder} holds files already; give another --out, or --resume it")
-        for path in (folder / sweep.SPEC_NAME, folder / "sweep.png"):
-            check_writable(path, 1 << 16)
-        check_writable(folder / "probe.safetensors", checkpoint_bytes(net) * min(chunk, len(members)))
+        if main:
+            for path in (folder / sweep.SPEC_NAME, folder / "sweep.png"):
+                check_writable(path, 1 << 16)
+            check_writable(folder / "probe.safetensors", checkpoint_bytes(net) * min(chunk, len(members)))
+        if world is not None:
+            dev = join(world, dev)
         typer.echo(f"loading data ({printable(data or 'auto')}) onto {dev} ...", err=True)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
         if resume is not None:
@@ -163,7 +190,8 @@ def sweep_command(
                 "fingerprint": dataset.fingerprint,
                 "members": [sweep.member_entry(m) for m in members],
             }
-            sweep.write_spec(folder, spec)
+            if main:
+                sweep.write_spec(folder, spec)
         lead = members[0].config
         how = "one vmapped step" if uses_vmap(lead, dev) else "the step member after member"
         typer.echo(
@@ -201,9 +229,10 @@ def sweep_command(
             on_note=note,
             stop_requested=stop,
         )
+        mine = members if world is None else members[world.rank :: world.size]  # a rank's share
         with stop.installed():
             with progress.running():
-                outcome = runner.run(members, chunk)
+                outcome = runner.run(mine, chunk)
         if outcome.interrupted:
             typer.echo(
                 f"ptm: interrupted; every member of the chunk is saved in {folder}. "
@@ -211,6 +240,12 @@ def sweep_command(
                 err=True,
             )
             raise typer.Exit(128 + stop.signal)
+        if world is not None:  # every rank's members are saved: rank 0 reports them all
+            barrier()
+            leave()
+            if not main:
+                return
+            outcome.results = [sweep.saved_result(m, sweep.checkpoint_path(folder, m)) for m in members]
         rows = sweep.table(outcome.results, swept)
         spec["results"] = {"members": outcome.results, "table": rows}
         sweep.write_spec(folder, spec)
@@ -246,6 +281,11 @@ def _report(variant, swept, outcome, rows, folder: Path, dataset, as_json: bool)
             typer.echo(f"chart: {chart}")
     except PlotUnavailable as err:
         typer.echo(f"no chart: {err}", err=True)
+
+
+def sweep_worker(arguments: dict) -> None:
+    """One `--nproc` worker: `ptm sweep` with the same arguments, training its share."""
+    run_as_worker(sweep_command, arguments)
 
 
 def _unused(folder: Path) -> Path:

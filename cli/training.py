@@ -19,6 +19,7 @@ from ptm_func.checkpoint import (
 )
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
+from ptm_func.distributed import from_environment, join, leave
 from ptm_func.files import check_writable, remove_stale_temps
 from ptm_func.members import ensemble_accuracy
 from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
@@ -37,6 +38,7 @@ from ptm_func.train import (
 )
 
 from .errors import UsageError, friendly_errors
+from .launch import quiet_unless_main, run_as_worker, run_workers
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
@@ -82,6 +84,13 @@ def train(
     replicas: int = typer.Option(
         1, help="Train K independently initialised copies at once (torch.func.vmap); replica r uses seed+r."
     ),
+    nproc: int = typer.Option(
+        1,
+        "--nproc",
+        help="Train on N local worker processes, data parallel (torch.distributed: gloo on CPU, NCCL "
+        "with one GPU each); --batch-size stays the global batch. Under torchrun leave it out: ptm "
+        "reads RANK and WORLD_SIZE.",
+    ),
     compile: bool | None = typer.Option(
         None,
         "--compile/--no-compile",
@@ -108,8 +117,22 @@ def train(
     Example: ptm train net --epochs 20 --device cpu
 
     Example: ptm train res --data bundled --epochs 10 --eval-every 2
+
+    Example: ptm train net --nproc 2 --device cpu   (2 data-parallel workers)
     """
+    arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
+        world = from_environment()
+        if world is not None:
+            quiet_unless_main(world.rank)
+        if nproc < 1:
+            raise UsageError(f"--nproc must be >= 1, got {nproc}")
+        if nproc > 1:
+            if world is not None:
+                raise UsageError("--nproc starts its own workers: not inside torchrun")
+            raise typer.Exit(run_workers(nproc, train_worker, {**arguments, "nproc": 1}))
+        if world is not None and replicas > 1:
+            raise UsageError("--replicas with several ranks: split members over ranks with ptm sweep --nproc")
         if checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
         if replicas < 1:
@@ -121,6 +144,9 @@ def train(
         if out is not None and out.suffix != ".safetensors":
             raise UsageError(f"--out must name a .safetensors file, got {out}")
         dev = resolve_device(device)
+        main = world is None or world.is_main  # the rank that prints and writes
+        if world is not None:
+            dev = join(world, dev)
         given = dict(
             epochs=epochs,
             batch_size=batch_size,
@@ -154,8 +180,9 @@ def train(
                 raise UsageError(f"--seed + --replicas must stay below 2**63, got {config.seed} + {replicas}")
             default = Path("runs") / f"{model}-seed{config.seed}.safetensors"
             out = out or (default if force else unused_run_path(default))
-        check_writable(out, checkpoint_bytes(net))
-        remove_stale_temps(out)
+        if main:
+            check_writable(out, checkpoint_bytes(net))
+            remove_stale_temps(out)
         typer.echo(f"loading data ({printable(data or 'auto')}) onto {dev} ...", err=True)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
         if start is not None:
@@ -176,7 +203,9 @@ def train(
         )
         if will_compile(config, dev):
             note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
-        record = _Record(out)
+        if world is not None:
+            note(f"{world.size} ranks, each training its slice of every batch of {config.batch_size}")
+        record = _Record(out) if main else _NoRecord(out)
         extra = (
             {"replicas": replicas, "seeds": [config.seed + r for r in range(replicas)]}
             if replicas > 1
@@ -197,7 +226,7 @@ def train(
         def on_epoch(stats: EpochStats, ts) -> None:
             progress.on_epoch(stats)
             record.log_epoch(stats)
-            if checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
+            if main and checkpoint_every and ts.epoch % checkpoint_every == 0 and ts.epoch < config.epochs:
                 try:
                     save_run(out, net, ts, config, facts)
                 except CheckpointError as err:  # the final save tries again, with a rescue
@@ -214,11 +243,16 @@ def train(
                     on_epoch=on_epoch,
                     on_step=progress.on_step,
                     stop_requested=stop,
+                    world=world,
                 )
             ts = result.train_state
-            saved_to, failure = save_or_rescue(
-                lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
-            )
+            saved_to, failure = out, None
+            if main:
+                saved_to, failure = save_or_rescue(
+                    lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
+                )
+        if world is not None:
+            leave()
         status = _status(result.interrupted, result.diverged_in, ts)
         record.finish({**result.summary(), **status, "checkpoint": str(saved_to)})
     summary = {"model": model, "checkpoint": str(saved_to), "record": str(record.metrics), **status}
@@ -374,6 +408,24 @@ def _train_ensemble(variant, net, data, config, replicas, out, facts, progress, 
         typer.echo(f"record: {record.metrics} (every replica's curve: ptm plot {record.metrics})")
     if failures or result.diverged:
         raise typer.Exit(1)
+
+
+def train_worker(arguments: dict) -> None:
+    """One `--nproc` worker: `ptm train` with the same arguments, in the launcher's world."""
+    run_as_worker(train, arguments)
+
+
+class _NoRecord(RunRecord):
+    """Ranks other than 0 keep no record (rank 0's is the run's)."""
+
+    def start(self, *args, **kwargs) -> None:
+        pass
+
+    def log_epoch(self, stats) -> None:
+        pass
+
+    def finish(self, result) -> None:
+        pass
 
 
 class _Record(RunRecord):

@@ -1,0 +1,92 @@
+"""`--nproc N`: start N local workers through torch.distributed's launcher (what torchrun uses).
+
+Every worker runs the same command in a world of N ranks (RANK, WORLD_SIZE, LOCAL_RANK set
+as torchrun sets them); rank 0 prints and writes, the others print errors only.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import signal
+import sys
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+from .text import printable
+
+
+def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dict[str, Any]) -> int:
+    """Run entry(kwargs) in `nproc` local worker processes; the exit code for the command."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nproc,
+        run_id=f"ptm-{uuid.uuid4()}",
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",  # a free port, as torchrun --standalone
+        max_restarts=0,
+        monitor_interval=0.1,
+        start_method="spawn",
+    )
+    try:
+        elastic_launch(config, entrypoint=entry)(kwargs)
+    except SignalException as err:  # the workers were told too; rank 0 saved and said so
+        return 128 + int(err.sigval)
+    except ChildFailedError as err:
+        killed = {rank: f.exitcode for rank, f in err.failures.items() if f.exitcode < 0}
+        for rank, code in sorted(killed.items()):
+            name = signal.Signals(-code).name
+            typer.echo(f"ptm: error: worker rank {rank} was killed by {name}; the run stopped", err=True)
+        if killed:
+            return 1
+        return err.get_first_failure()[1].exitcode  # the rank said why (an error; 130/143 when stopped)
+    return 0
+
+
+def run_as_worker(command: Callable[..., Any], arguments: dict[str, Any]) -> None:
+    """Run a ptm command in a worker; a non-zero exit makes the launcher stop the other ranks."""
+    try:
+        command(**arguments)
+    except typer.Exit as done:
+        if done.exit_code:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(done.exit_code)  # skip the launcher's own reporting: the rank said why
+
+
+class ErrorsOnly(io.TextIOBase):
+    """A stream that lets through only the `ptm: error:` lines of a rank > 0, marked with it."""
+
+    def __init__(self, stream, rank: int):
+        self.stream, self.rank, self.pending = stream, rank, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.startswith("ptm: error:"):
+                self.stream.write(
+                    f"ptm: error: (rank {self.rank}) {printable(line.removeprefix('ptm: error: '))}\n"
+                )
+                self.stream.flush()
+        return len(text)
+
+    def writable(self) -> bool:
+        return True
+
+
+def quiet_unless_main(rank: int) -> None:
+    """Ranks > 0 print nothing but their errors (rank 0 speaks for the run)."""
+    if rank > 0:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the worker
+        sys.stderr = ErrorsOnly(sys.stderr, rank)
