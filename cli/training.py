@@ -133,6 +133,8 @@ def train(
             raise typer.Exit(run_workers(nproc, train_worker, {**arguments, "nproc": 1}))
         if world is not None and replicas > 1:
             raise UsageError("--replicas with several ranks: split members over ranks with ptm sweep --nproc")
+        if world is not None and book_quirks:
+            raise UsageError("--book-quirks validates batch by batch in train mode: one process only")
         if checkpoint_every < 0:
             raise UsageError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
         if replicas < 1:
