@@ -17,6 +17,9 @@ from typing import Any
 
 import typer
 
+from ptm_func.distributed import World, from_environment
+
+from .errors import UsageError
 from .text import printable
 
 
@@ -51,6 +54,19 @@ def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dic
             return 1
         return err.get_first_failure()[1].exitcode  # the rank said why (an error; 130/143 when stopped)
     return 0
+
+
+def world_or_launch(nproc: int) -> World | None:
+    """The world this process runs in (printing only errors unless rank 0), after checking
+    --nproc; with --nproc > 1 outside a world, the caller should start the workers."""
+    world = from_environment()
+    if world is not None:
+        quiet_unless_main(world.rank)
+    if nproc < 1:
+        raise UsageError(f"--nproc must be >= 1, got {nproc}")
+    if nproc > 1 and world is not None:
+        raise UsageError("--nproc starts its own workers: not inside torchrun")
+    return world
 
 
 def run_as_worker(command: Callable[..., Any], arguments: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from ptm_func import jsonio, sweep
 from ptm_func.checkpoint import checkpoint_bytes
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.distributed import barrier, from_environment, join, leave
+from ptm_func.distributed import barrier, join, leave
 from ptm_func.files import check_writable
 from ptm_func.plot import PlotUnavailable, sweep_chart
 from ptm_func.records import run_info
@@ -20,7 +20,7 @@ from ptm_func.registry import OUTPUTS
 from ptm_func.train import TRAINABLE_NAMES, book_setup, uses_vmap, will_compile
 
 from .errors import UsageError, friendly_errors
-from .launch import quiet_unless_main, run_as_worker, run_workers
+from .launch import run_as_worker, run_workers, world_or_launch
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
@@ -103,14 +103,8 @@ def sweep_command(
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
-        world = from_environment()
-        if world is not None:
-            quiet_unless_main(world.rank)
-        if nproc < 1:
-            raise UsageError(f"--nproc must be >= 1, got {nproc}")
+        world = world_or_launch(nproc)
         if nproc > 1:
-            if world is not None:
-                raise UsageError("--nproc starts its own workers: not inside torchrun")
             if resume is None and model is None:
                 raise UsageError("give a MODEL to sweep (or --resume FOLDER)")
             folder = resume or out or _unused(Path("runs") / f"sweep-{model}")

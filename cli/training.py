@@ -19,7 +19,7 @@ from ptm_func.checkpoint import (
 )
 from ptm_func.data import check_same_data, load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.distributed import from_environment, join, leave
+from ptm_func.distributed import join, leave
 from ptm_func.files import check_writable, remove_stale_temps
 from ptm_func.members import ensemble_accuracy
 from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
@@ -38,7 +38,7 @@ from ptm_func.train import (
 )
 
 from .errors import UsageError, friendly_errors
-from .launch import quiet_unless_main, run_as_worker, run_workers
+from .launch import run_as_worker, run_workers, world_or_launch
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
@@ -122,14 +122,8 @@ def train(
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
-        world = from_environment()
-        if world is not None:
-            quiet_unless_main(world.rank)
-        if nproc < 1:
-            raise UsageError(f"--nproc must be >= 1, got {nproc}")
+        world = world_or_launch(nproc)
         if nproc > 1:
-            if world is not None:
-                raise UsageError("--nproc starts its own workers: not inside torchrun")
             raise typer.Exit(run_workers(nproc, train_worker, {**arguments, "nproc": 1}))
         if world is not None and replicas > 1:
             raise UsageError("--replicas with several ranks: split members over ranks with ptm sweep --nproc")
