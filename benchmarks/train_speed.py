@@ -1,9 +1,13 @@
 """Time the book's eager loop and the functional step side by side, in one process.
 
-    python benchmarks/train_speed.py --model net --data bundled --device cpu
+    python benchmarks/train_speed.py --models net --data bundled --device cpu
+    python benchmarks/train_speed.py --models all --data bundled --device cpu --epochs 4
+    python benchmarks/train_speed.py --models resdeep --n-blocks 100 --subset 640 --epochs 3
 
-Prints steady-state seconds per epoch (median over the timed epochs, the first epoch -
-compilation - reported apart) and the speed-up of each functional variant over eager.
+For each model: the book's loop (eager nn.Module + torch.optim.SGD, NCHW, as the book runs
+it), then the functional step in each `--modes` entry, all on the same batches. Prints the
+first epoch (compilation included) and the steady seconds per epoch (median of the others),
+and each row's speed-up over the book's loop measured in this process.
 """
 
 from __future__ import annotations
@@ -15,10 +19,11 @@ from dataclasses import replace
 
 import torch
 
+from ptm_func import tuning
 from ptm_func.baseline import book_training_loop
-from ptm_func.data import load_dataset
+from ptm_func.data import Dataset, load_dataset
 from ptm_func.devices import resolve_device
-from ptm_func.train import book_setup, fit, fit_ensemble
+from ptm_func.train import TRAINABLE_NAMES, book_setup, fit, fit_ensemble
 
 
 def time_book_loop(model, data, config) -> list[float]:
@@ -47,79 +52,100 @@ def time_ensemble(model, data, config, replicas) -> tuple[list[float], int]:
     return seconds, result.peak_memory_bytes
 
 
+def subset(data: Dataset, n: int | None) -> Dataset:
+    """The first `n` training images (all when None); validation is not timed."""
+    if n is None:
+        return data
+    train = replace(data.train, images=data.train.images[:n], labels=data.train.labels[:n])
+    return replace(data, train=train)
+
+
+def mode_config(config, mode: str, channels_last: bool | None):
+    """`mode`: eager, default, or another torch.compile mode; eval only at the end."""
+    config = replace(config, eval_every=0, channels_last=channels_last)
+    if mode == "eager":
+        return replace(config, compile=False)
+    return replace(config, compile=True, compile_mode=None if mode == "default" else mode)
+
+
+def time_model(name: str, data: Dataset, args) -> dict[str, list[float] | int]:
+    options = {"n_blocks": args.n_blocks} if args.n_blocks and name == "resdeep" else {}
+    if args.tied and name == "resdeep":
+        options["tied"] = True
+    model, config = book_setup(name, epochs=args.epochs, **options)
+    # the book's loop has no validation to skip and never compiles
+    rows: dict[str, list[float] | int] = {"book eager loop": time_book_loop(model, data, config)}
+    modes = args.modes.split(",")
+    for mode in modes:
+        rows[f"functional, {mode}"] = time_functional(model, data, mode_config(config, mode, args.layout))
+    if args.replicas > 1:  # same compile mode as the first functional row
+        seconds, peak = time_ensemble(model, data, mode_config(config, modes[0], args.layout), args.replicas)
+        rows[f"functional ensemble x{args.replicas}, {modes[0]}"] = seconds
+        rows["peak_memory_bytes"] = peak
+    return rows
+
+
+def report(name: str, rows: dict, args) -> dict:
+    base = statistics.median(rows["book eager loop"][1:])
+    print(f"\n{name}:")
+    print(f"  {'implementation':<42} {'first epoch s':>13} {'steady s/epoch':>15} {'vs book':>8}")
+    results = {}
+    for row, seconds in rows.items():
+        if row == "peak_memory_bytes":
+            continue
+        steady = statistics.median(seconds[1:])
+        results[row] = {"first_epoch_s": seconds[0], "steady_s_per_epoch": steady, "speedup": base / steady}
+        print(f"  {row:<42} {seconds[0]:>13.3f} {steady:>15.4f} {base / steady:>7.2f}x")
+    if "peak_memory_bytes" in rows:
+        print(f"  peak memory of the ensemble run: {rows['peak_memory_bytes'] / 2**20:,.0f} MiB")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--model", default="net")
+    parser.add_argument(
+        "--models", "--model", default="net", help=f"comma-separated, or all ({', '.join(TRAINABLE_NAMES)})"
+    )
     parser.add_argument("--data", "--data-dir", default="auto", help="auto, bundled, cifar10 or a folder")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--epochs", type=int, default=4, help="epochs per run (the first is warm-up)")
     parser.add_argument(
         "--modes",
-        default="default",
-        help="comma-separated compile modes for the functional step "
-        "(default, reduce-overhead, max-autotune-no-cudagraphs, eager)",
+        default="default,eager",
+        help="comma-separated: eager, or torch.compile modes for the functional step "
+        "(default, reduce-overhead, max-autotune-no-cudagraphs)",
     )
-    parser.add_argument("--n-blocks", type=int, default=None)
-    parser.add_argument("--tied", action="store_true")
+    parser.add_argument("--subset", type=int, default=None, help="time on the first N training images")
+    parser.add_argument("--n-blocks", type=int, default=None, help="resdeep's blocks (the book: 100)")
+    parser.add_argument("--tied", action="store_true", help="resdeep with the book's one shared block")
     parser.add_argument(
-        "--replicas", type=int, default=0, help="also time K vmapped replicas (ensemble) against one"
+        "--layout",
+        choices=("auto", "nchw", "channels-last"),
+        default="auto",
+        help="image memory order of the functional runs (auto: channels-last on CPU)",
+    )
+    parser.add_argument(
+        "--replicas", type=int, default=0, help="also time K replicas (an ensemble) against one"
     )
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    args.layout = {"auto": None, "nchw": False, "channels-last": True}[args.layout]
 
     device = resolve_device(args.device)
-    data = load_dataset(args.data, device=device)
-    options = {"n_blocks": args.n_blocks} if args.n_blocks else {}
-    if args.tied:
-        options["tied"] = True
-    model, config = book_setup(args.model, epochs=args.epochs, **options)
-
-    def mode_config(mode: str):
-        if mode == "eager":
-            return replace(config, compile=False)
-        return replace(config, compile=True, compile_mode=None if mode == "default" else mode)
-
-    modes = args.modes.split(",")
-    rows = {"book eager loop": time_book_loop(model, data, replace(config, compile=False))}
-    for mode in modes:
-        rows[f"functional, {mode}"] = time_functional(model, data, mode_config(mode))
-    peak = None
-    if args.replicas > 1:  # same compile mode as the first functional row
-        ensemble_row = f"functional ensemble x{args.replicas}, {modes[0]}"
-        rows[ensemble_row], peak = time_ensemble(model, data, mode_config(modes[0]), args.replicas)
-
-    base = statistics.median(rows["book eager loop"][1:])
+    names = list(TRAINABLE_NAMES) if args.models == "all" else args.models.split(",")
+    data = subset(load_dataset(args.data, device=device), args.subset)
+    # process-wide: the book's loop gets the same allocator as the functional runs
+    tuned = device.type == "cpu" and tuning.tune_allocator()
     print(
-        f"\n{args.model} on {device} ({torch.__version__}), batch {config.batch_size}, "
-        f"{len(data.train)} images, {args.epochs} epochs per run"
+        f"{device} ({torch.__version__}, {torch.get_num_threads()} threads, allocator tuned: {tuned}), "
+        f"batch 64, {len(data.train)} images, {args.epochs} epochs per run"
     )
-    print(f"{'implementation':<44} {'first epoch s':>13} {'steady s/epoch':>15} {'speed-up':>9}")
-    results = {}
-    for name, seconds in rows.items():
-        steady = statistics.median(seconds[1:])
-        results[name] = {"first_epoch_s": seconds[0], "steady_s_per_epoch": steady, "speedup": base / steady}
-        print(f"{name:<44} {seconds[0]:>13.3f} {steady:>15.4f} {base / steady:>8.2f}x")
-    if peak is not None:
-        single = results[f"functional, {modes[0]}"]["steady_s_per_epoch"]
-        ensemble = results[ensemble_row]["steady_s_per_epoch"]
-        print(
-            f"{args.replicas} replicas take {ensemble / single:.2f}x the time of one "
-            f"(peak memory {peak / 2**20:,.0f} MiB)"
-        )
-        results["ensemble"] = {
-            "replicas": args.replicas,
-            "time_vs_one": ensemble / single,
-            "peak_memory_bytes": peak,
-        }
+    results = {name: report(name, time_model(name, data, args), args) for name in names}
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(
-                {"model": args.model, "device": str(device), "torch": torch.__version__, "results": results},
-                f,
-                indent=2,
-            )
+            json.dump({"device": str(device), "torch": torch.__version__, "results": results}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -74,7 +74,9 @@ def sweep_command(
         0, help="Also save every N epochs (0: at the end and on interruption)."
     ),
     compile: bool | None = typer.Option(
-        None, "--compile/--no-compile", help="torch.compile the step (default: CUDA, or CPU from 20 epochs)."
+        None,
+        "--compile/--no-compile",
+        help="torch.compile the step (default: CUDA; CPU from 20 epochs, not for batchnorm and resdeep).",
     ),
     vmap: bool | None = typer.Option(
         None,
@@ -195,7 +197,7 @@ def sweep_command(
             f"on {len(dataset.train)} images, classes {names(dataset.classes)} ({printable(dataset.source)})",
             err=True,
         )
-        if will_compile(lead, dev):
+        if will_compile(lead, dev, net.name):
             note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
         facts = {
             "variant": variant,

@@ -94,7 +94,8 @@ def train(
     compile: bool | None = typer.Option(
         None,
         "--compile/--no-compile",
-        help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, where it pays).",
+        help="torch.compile the step (default: on for CUDA; on CPU from 20 epochs, except for "
+        "batchnorm and resdeep, where it does not pay).",
     ),
     book_quirks: bool = typer.Option(
         False,
@@ -197,7 +198,7 @@ def train(
             f"({printable(dataset.source)})",
             err=True,
         )
-        if will_compile(config, dev):
+        if will_compile(config, dev, net.name):
             note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
         if world is not None:
             note(f"{world.size} ranks, each training its slice of every batch of {config.batch_size}")

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad_and_value
 
-from . import rng
+from . import rng, tuning
 from .data import Dataset, Split
 from .distributed import World, data_parallel_step, shard
 from .layers import Params, State
@@ -32,6 +32,10 @@ TRAINABLE_NAMES = ("net", "width", "l2", "dropout", "batchnorm", "depth", "res",
 # On a 2-core CPU the compiled Net step ran ~1.4x faster than the eager torch.func step
 # (1.7 vs 2.4 s/epoch) after 10-40 s of compilation: it pays from about 20 epochs.
 CPU_COMPILE_EPOCHS = 20
+# ...but not for these: BatchNorm's compiled step ran slower than its eager one (2.76 vs 2.39
+# s/epoch), and resdeep's time is its convolutions (compiled = eager, ~150 GFLOP/s on 2 cores,
+# after 27 s of compiling 20 blocks). benchmarks/train_speed.py measures it.
+CPU_EAGER_MODELS = frozenset({"batchnorm", "resdeep"})
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed's range
 
 
@@ -51,12 +55,14 @@ class TrainConfig:
     seed: int = 123  # init, shuffling and dropout keys all derive from it
     shuffle: bool = True  # the book's later variants trained with shuffle=False
     eval_train_mode: bool = False  # the book validated without model.eval()
-    compile: bool | None = None  # None: on CUDA always; on CPU from CPU_COMPILE_EPOCHS epochs
+    compile: bool | None = None  # None: CUDA always; CPU from CPU_COMPILE_EPOCHS (see will_compile)
     compile_mode: str | None = None  # None: "reduce-overhead" (CUDA graphs) on CUDA
     # K members: one vmapped step (True) or the single step member after member (False).
     # None: vmap on CUDA, where a step is launch-bound; a loop on CPU, where vmap's batched
     # conv and the layout copies around it cost ~2x per member (benchmarks/sweep_speed.py).
     members_vmap: bool | None = None
+    # Images in channels-last memory order (tuning.py). None: on CPU, where it is ~1.2x faster.
+    channels_last: bool | None = None
     # Validate every N epochs (0: after the last only). Read-only: the weights do not depend on it.
     eval_every: int = 1
 
@@ -227,7 +233,14 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
     """torch.compile the whole step (outside the torch.func transforms), static shapes."""
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
-    compiled = torch.compile(step, mode=mode, dynamic=False)
+    # Every model compiles its own graph of this one function: ptm compare (8 models) or a
+    # benchmark would pass dynamo's default limit of 8 and silently run the rest eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    options = tuning.compile_options(device, mode)
+    if options is None:
+        compiled = torch.compile(step, mode=mode, dynamic=False)
+    else:  # torch.compile takes a mode or options; these options are the default mode's
+        compiled = torch.compile(step, dynamic=False, options=options)
     if mode != "reduce-overhead":
         return compiled
 
@@ -248,11 +261,11 @@ def build_step(
 
     Members run vmapped (their differing hyperparameters batched, the shared floats passed
     through) or one after the other through the single step (see TrainConfig.members_vmap).
-    `config.compile=None` compiles on CUDA always and on CPU from CPU_COMPILE_EPOCHS epochs.
+    `config.compile=None`: see will_compile.
     Compilation wraps the torch.func transforms, never the other way round.
     """
     step = make_step(model, nesterov=config.nesterov)
-    compiling = will_compile(config, device)
+    compiling = will_compile(config, device, model.name)
     if members_hyper is None:
         return compile_step(step, device, config.compile_mode) if compiling else step
     if uses_vmap(config, device):
@@ -297,17 +310,27 @@ def build_data_parallel_step(
     default mode: no CUDA graphs around a collective.
     """
     gradients, update = make_gradients(model), make_update(model, nesterov=config.nesterov)
-    if will_compile(config, device):
+    if will_compile(config, device, model.name):
         mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
         gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
     return data_parallel_step(gradients, update, world)
 
 
-def will_compile(config: TrainConfig, device: torch.device) -> bool:
-    """Does `fit` compile the step? As asked, else on CUDA always and on CPU from CPU_COMPILE_EPOCHS."""
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Does `fit` train on channels-last images? As asked, else on CPU (tuning.py)."""
+    if config.channels_last is not None:
+        return config.channels_last
+    return tuning.channels_last_default(device)
+
+
+def will_compile(config: TrainConfig, device: torch.device, model_name: str) -> bool:
+    """Does `fit` compile `model_name`'s step? As asked; else on CUDA always, and on CPU from
+    CPU_COMPILE_EPOCHS epochs for the models where it pays (not CPU_EAGER_MODELS)."""
     if config.compile is not None:
         return config.compile
-    return device.type == "cuda" or config.epochs >= CPU_COMPILE_EPOCHS
+    if device.type == "cuda":
+        return True
+    return config.epochs >= CPU_COMPILE_EPOCHS and model_name not in CPU_EAGER_MODELS
 
 
 def validation_key(base_key: Tensor, epoch: int) -> Tensor:
@@ -463,6 +486,7 @@ def member_state(ts: TrainState, index: int, config: TrainConfig) -> TrainState:
 # Settings every member of one vmapped run shares (they shape the step or the loop).
 SHARED_SETTINGS = (
     "members_vmap",
+    "channels_last",
     "epochs",
     "batch_size",
     "nesterov",
@@ -582,17 +606,25 @@ def fit(
     check_members(configs)
     lead = configs[0]
     device = data.train.images.device
+    # the steps' images; evaluation reads `data` as given, as `ptm eval` will
+    train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device))
+    if device.type == "cpu":
+        tuning.tune_allocator()
     if start is None:
         start = init_members(model, configs, device) if members else init_train_state(model, lead, device)
     hyper = step_hyperparameters(configs, device)
-    if world is not None:
-        if members or lead.eval_train_mode:
-            raise ValueError(
-                "several ranks train one run in eval-mode validation (no members, no book quirks)"
-            )
-        step = build_data_parallel_step(model, lead, device, world)
-    else:
-        step = build_step(model, lead, device, members_hyper=hyper if members else None)
+    if world is not None and (members or lead.eval_train_mode):
+        raise ValueError("several ranks train one run in eval-mode validation (no members, no book quirks)")
+
+    def make(config: TrainConfig) -> Callable:
+        if world is not None:
+            return build_data_parallel_step(model, config, device, world)
+        return build_step(model, config, device, members_hyper=hyper if members else None)
+
+    step = make(lead)
+    # The epoch's last, smaller batch (10,000 = 156 x 64 + 16) runs eagerly: compiling a second
+    # graph for it doubled the compile time, for one step in 157.
+    partial_step = make(replace(lead, compile=False)) if will_compile(lead, device, model.name) else step
     seeds = [c.seed for c in configs]
     base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
     if device.type == "cuda":
@@ -622,25 +654,26 @@ def fit(
         for i in range(ts.step_in_epoch, n_batches):
             idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
             step_keys_i = keys[..., i, : idx.shape[-1]]
+            run = step if idx.shape[-1] == lead.batch_size else partial_step
             if world is None:
-                params, state, opt_state, metrics = step(
+                params, state, opt_state, metrics = run(
                     params,
                     state,
                     opt_state,
                     hyper,
-                    data.train.images[idx],
+                    train_images[idx],
                     data.train.labels[idx],
                     step_keys_i,
                 )
                 stop = i + 1 < n_batches and stop_requested is not None and stop_requested()
             else:  # this rank's slice of the global batch; the ranks vote on stopping
                 mine = shard(idx.shape[0], world)
-                params, state, opt_state, metrics = step(
+                params, state, opt_state, metrics = run(
                     params,
                     state,
                     opt_state,
                     hyper,
-                    data.train.images[idx[mine]],
+                    train_images[idx[mine]],
                     data.train.labels[idx[mine]],
                     step_keys_i[mine],
                     idx.shape[0],
