@@ -32,9 +32,10 @@ TRAINABLE_NAMES = ("net", "width", "l2", "dropout", "batchnorm", "depth", "res",
 # On a 2-core CPU the compiled Net step ran ~1.4x faster than the eager torch.func step
 # (1.7 vs 2.4 s/epoch) after 10-40 s of compilation: it pays from about 20 epochs.
 CPU_COMPILE_EPOCHS = 20
-# ...but not for these: BatchNorm's compiled step ran slower than its eager one (2.76 vs 2.39
-# s/epoch), and resdeep's time is its convolutions (compiled = eager, ~150 GFLOP/s on 2 cores,
-# after 27 s of compiling 20 blocks). benchmarks/train_speed.py measures it.
+# ...but not for these, whose compiled step is no faster than their eager one on a 2-core CPU
+# (benchmarks/train_speed.py): batchnorm (13-18 vs 15-16 ms a step, the order flipping between
+# runs) and resdeep, whose time is its convolutions (100 blocks: 1.21x vs 1.16x the book's loop,
+# after 85 s of compiling).
 CPU_EAGER_MODELS = frozenset({"batchnorm", "resdeep"})
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed's range
 
