@@ -84,10 +84,11 @@ def test_train_step_mutates_nothing(tiny_data):
         assert all(torch.equal(before[k], now[k]) for k in before)
 
 
-@pytest.mark.parametrize("name", ["net", "batchnorm", "dropout"])
+@pytest.mark.parametrize("name", ["net", "width", "dropout", "batchnorm", "depth", "res", "resdeep"])
 def test_compiled_step_agrees_with_eager(name, tiny_data):
-    """Also guards the torch 2.14 CPU inductor bug that drops alpha in add(p, a @ b, alpha=)."""
-    model = get_model(name)
+    """Every model (resdeep with 3 untied blocks). Also guards the torch 2.14 CPU inductor bug
+    that drops alpha in add(p, a @ b, alpha=)."""
+    model = get_model(name, **({"n_blocks": 3} if name == "resdeep" else {}))
     opt = SGD(0.05, momentum=0.9)
     step = make_train_step(model, opt)
     compiled = compile_step(step, torch.device("cpu"))  # with the CPU options fit uses
