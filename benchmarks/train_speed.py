@@ -135,6 +135,9 @@ def main() -> None:
 
     device = resolve_device(args.device)
     names = list(TRAINABLE_NAMES) if args.models == "all" else args.models.split(",")
+    unknown = [name for name in names if name not in TRAINABLE_NAMES]
+    if unknown:
+        parser.error(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(TRAINABLE_NAMES)}, all")
     data = subset(load_dataset(args.data, device=device), args.subset)
     # process-wide: the book's loop gets the same allocator as the functional runs
     tuned = device.type == "cpu" and tuning.tune_allocator()
