@@ -17,6 +17,7 @@ from torch.func import grad_and_value
 from . import rng, tuning
 from .data import Dataset, Split
 from .distributed import World, data_parallel_step, shard
+from .fallback import FallbackStep, fallback_events
 from .layers import Params, State
 from .losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
 from .members import stack, unstack
@@ -230,10 +231,21 @@ def make_train_step(model: Model, optimizer: SGD, *, l2_lambda: float = 0.0, l1_
     return train_step
 
 
-def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> Callable:
-    """torch.compile the whole step (outside the torch.func transforms), static shapes."""
+def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> FallbackStep:
+    """torch.compile the whole step (outside the torch.func transforms), static shapes.
+
+    Should compiling or capturing fail, the step falls back - reduce-overhead, the default
+    mode, eager - with one line on stderr (fallback.py); its results stay the eager step's.
+    """
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
+    modes = [mode or "default"] + ([] if mode in (None, "default") else ["default"])
+    compiled = [(f"compiled ({m})", compile_once(step, device, m)) for m in modes]
+    return FallbackStep([*compiled, ("eager", step)])
+
+
+def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
+    """torch.compile `step` in one mode; reduce-overhead marks each call as a new CUDA-graph step."""
     # Every model compiles its own graph of this one function: ptm compare (8 models) or a
     # benchmark would pass dynamo's default limit of 8 and silently run the rest eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
@@ -299,6 +311,7 @@ def member_loop(step: Callable) -> Callable:
             outs.append(step(*member, member_hyper, images[r], labels[r], keys[r]))
         return tuple(stack([out[i] for out in outs]) for i in range(4))
 
+    members_step.fallbacks = (step,)  # where fallback_events finds what fell back
     return members_step
 
 
@@ -314,7 +327,9 @@ def build_data_parallel_step(
     if will_compile(config, device, model.name):
         mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
         gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
-    return data_parallel_step(gradients, update, world)
+    step = data_parallel_step(gradients, update, world)
+    step.fallbacks = (gradients, update)  # where fallback_events finds what fell back
+    return step
 
 
 def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
@@ -523,6 +538,7 @@ class TrainResult:
     val_accuracy: float | list[float] | None = None
     seconds: float = 0.0
     peak_memory_bytes: int = 0
+    fallbacks: list[str] = field(default_factory=list)  # compiled steps that failed (fallback.py)
 
     @property
     def params(self) -> Params:
@@ -561,6 +577,8 @@ class TrainResult:
             "epochs_done": self.train_state.epoch,
             "seconds": round(self.seconds, 3),
         }
+        if self.fallbacks:
+            out["fallbacks"] = self.fallbacks
         if self.members:
             out.update(
                 members=len(self.configs),
@@ -691,11 +709,9 @@ def fit(
                 )
                 result.train_state, result.interrupted = ts, True
                 _note_divergence(result, loss_sum, ts.epoch + 1, last_good)
-                result.seconds = time.perf_counter() - started
-                return result
+                return _finish(result, started, step, device)
         if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
-            result.seconds = time.perf_counter() - started
-            return result
+            return _finish(result, started, step, device)
         # the epoch's one host sync
         losses = (loss_sum.double() / n_batches).tolist()
         running = (correct.double() / n).tolist()
@@ -739,11 +755,19 @@ def fit(
             stop = stop_requested()
         if stop and ts.epoch < lead.epochs:
             result.interrupted = True
-            result.seconds = time.perf_counter() - started
-            return result
+            return _finish(result, started, step, device)
     _final_evaluation(model, result, data, base_keys)
-    result.seconds = time.perf_counter() - started
     result.peak_memory_bytes = peak_memory(device)
+    return _finish(result, started, step, device)
+
+
+def _finish(result: TrainResult, started: float, step: Callable, device: torch.device) -> TrainResult:
+    if device.type == "cuda":
+        # CUDA-graph outputs live in a pool the next replay of any graph may overwrite (another
+        # model's, in ptm compare): the result must own its tensors
+        result.train_state = snapshot(result.train_state)
+    result.seconds = time.perf_counter() - started
+    result.fallbacks = fallback_events(step)
     return result
 
 
