@@ -76,10 +76,13 @@ class SGD:
                 g = g + self.weight_decay * p
             if active(self.momentum):
                 running = self.momentum * state.momentum[k] + (1 - self.dampening) * g
-                b = torch.where(first, g, running)
+                b = torch.where(first, g, running).contiguous()
                 new_buffers[k] = b
                 g = g + self.momentum * b if self.nesterov else b
-            new_params[k] = p - self.lr * g
+            # contiguous, as the params and buffers came in (init makes them so): a conv
+            # weight's gradient from channels-last images is channels-last, and new strides
+            # each step would make a compiled step recompile at step 2
+            new_params[k] = (p - self.lr * g).contiguous()
         return new_params, SGDState(new_buffers, state.step + 1)
 
 
