@@ -6,6 +6,7 @@ import logging
 
 import typer
 
+from .check_cmd import check_command
 from .compare_cmd import compare
 from .convert import convert
 from .errors import DEBUG
@@ -20,7 +21,8 @@ app = typer.Typer(
         "Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds).\n\n"
         "Example: ptm train net --epochs 20   (CIFAR-10 if cached or downloadable, else bundled CIFAR-2)\n\n"
         "Example: ptm plot runs/net-seed123.safetensors   (its learning curves)\n\n"
-        "Example: ptm info net"
+        "Example: ptm info net\n\n"
+        "Example: ptm check net   (do the compiled steps agree with eager on this machine?)"
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -44,4 +46,9 @@ app.command()(predict)
 app.command()(compare)
 app.command()(plot)
 app.command("sweep")(sweep_command)
+app.command("check")(check_command)
 app.add_typer(show_app, name="show")
+
+
+if __name__ == "__main__":  # python -m cli.main, where ptm is not installed (benchmarks/gpu_run.sh)
+    app()
