@@ -1,43 +1,56 @@
 #!/usr/bin/env bash
-# One prepared device run: Net speed alone first, then (in parallel, timing no longer
-# matters) the CUDA tests and every model's accuracy side by side with the book's eager loop.
-# Results land in $OUT as log.txt and results.json.
-#   OUT=/tmp/out bash benchmarks/gpu_run.sh        (DATA: bundled by default; cifar10 or a folder)
+# The prepared device run of issue 14 (< 8 minutes on an H200): every CUDA path of ptm_func.
+#   A (alone, timed): Net and NetRes speed - book loop, eager, default compile, CUDA graphs,
+#     and an 8-member ensemble with its peak memory.
+#   B (in parallel): `ptm check` of every model, the CUDA tests.
+#   C (two at once): resdeep, 100 blocks, tied and untied, against the book's loop.
+# Results land in $OUT: log.txt, one JSON per part.
+#   OUT=/tmp/out bash benchmarks/gpu_run.sh    (DATA: bundled by default; DEVICE: cuda)
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 DATA=${DATA:-bundled}
 DEVICE=${DEVICE:-cuda}
-EPOCHS=${EPOCHS:-100}
-RESDEEP_EPOCHS=${RESDEEP_EPOCHS:-5}
 OUT=${OUT:-/tmp/ptm_out}
-WORK=$(mktemp -d)
+LOGS=$(mktemp -d)
 mkdir -p "$OUT"
+speed() { python3 benchmarks/train_speed.py --data "$DATA" --device "$DEVICE" "$@"; }
 {
+  date
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-  echo "== Net speed"
-  timeout 200 python3 benchmarks/train_speed.py --model net --data "$DATA" --device "$DEVICE" \
-    --epochs 6 --modes reduce-overhead,default --replicas 8 --json "$WORK/speed_net.json" 2>&1 | tail -9
-  echo "== members: 8 and 64 against separate runs (vmap, loop)"
-  timeout 240 python3 benchmarks/sweep_speed.py --model net --members 8 --data "$DATA" --device "$DEVICE" \
-    --rounds 2 --json "$WORK/sweep8.json" 2>&1 | tail -4
-  timeout 240 python3 benchmarks/sweep_speed.py --model net --members 64 --data "$DATA" --device "$DEVICE" \
-    --rounds 1 --json "$WORK/sweep64.json" 2>&1 | tail -4
-  echo "== accuracy, all models in parallel"
-  for m in net width l2 dropout batchnorm depth res; do
-    timeout 300 python3 benchmarks/accuracy.py --model "$m" --data "$DATA" --device "$DEVICE" \
-      --epochs "$EPOCHS" --json "$WORK/acc_$m.json" > "$WORK/acc_$m.log" 2>&1 &
+  echo "== A: Net, then NetRes (alone)"
+  timeout 170 speed --models net --epochs 5 --modes reduce-overhead,default,eager --replicas 8 \
+    --json "$OUT/speed_net.json" 2>&1 | tail -12
+  timeout 100 speed --models res --epochs 4 --modes reduce-overhead,default \
+    --json "$OUT/speed_res.json" 2>&1 | tail -8
+  echo "== B: ptm check (every model), CUDA tests"
+  for m in net width l2 dropout batchnorm depth res resdeep; do
+    timeout 120 python3 -m cli.main check "$m" --device "$DEVICE" --json > "$LOGS/check_$m.json" \
+      2> "$LOGS/check_$m.err" &
   done
-  timeout 300 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$WORK/cuda_tests.log" 2>&1 &
-  timeout 300 python3 benchmarks/accuracy.py --model resdeep --data "$DATA" --device "$DEVICE" \
-    --epochs "$RESDEEP_EPOCHS" --no-compile --json "$WORK/acc_resdeep.json" > "$WORK/acc_resdeep.log" 2>&1 &
+  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$LOGS/cuda_tests.log" 2>&1 &
   wait
-  echo "== CUDA tests"; tail -4 "$WORK/cuda_tests.log"
-  for f in "$WORK"/acc_*.log; do tail -3 "$f"; done
-} 2>&1 | tee "$OUT/log.txt"
-python3 - "$WORK" "$OUT/results.json" <<'PY'
+  tail -5 "$LOGS/cuda_tests.log"
+  python3 - "$LOGS" "$OUT/check.json" <<'PY'
 import json, pathlib, sys
-work = pathlib.Path(sys.argv[1])
-json.dump({p.stem: json.loads(p.read_text()) for p in sorted(work.glob("*.json"))},
-          open(sys.argv[2], "w"), indent=2)
+reports = []
+for path in sorted(pathlib.Path(sys.argv[1]).glob("check_*.json")):
+    try:
+        reports += json.loads(path.read_text())
+    except ValueError:
+        print(path.stem, "gave no report:", path.with_suffix(".err").read_text()[-400:])
+for r in reports:
+    for v in r["variants"]:
+        print(f"{r['model']:<10} {v['name']:<26} rel {v['relative_diff']:.1e} compiles {v['compiles']} "
+              f"graphs {v['cudagraph_recordings']} {v['seconds']:.0f}s {'ok' if v['ok'] else 'FAIL'}")
+json.dump(reports, open(sys.argv[2], "w"), indent=1)
 PY
+  echo "== C: resdeep, 100 blocks, tied and untied"
+  for tied in "" "--tied"; do
+    timeout 150 speed --models resdeep --n-blocks 100 $tied --subset 2560 --epochs 3 \
+      --modes reduce-overhead,eager --json "$OUT/speed_resdeep${tied:+_tied}.json" > "$LOGS/resdeep$tied.log" 2>&1 &
+  done
+  wait
+  tail -6 "$LOGS"/resdeep*.log
+  date
+} 2>&1 | tee "$OUT/log.txt"

@@ -65,7 +65,7 @@ def mode_config(config, mode: str, channels_last: bool | None):
     config = replace(config, eval_every=0, channels_last=channels_last)
     if mode == "eager":
         return replace(config, compile=False)
-    return replace(config, compile=True, compile_mode=None if mode == "default" else mode)
+    return replace(config, compile=True, compile_mode=mode)  # "default" is not CUDA's default
 
 
 def time_model(name: str, data: Dataset, args) -> dict[str, list[float] | int]:
