@@ -18,15 +18,23 @@ from .losses import accuracy_count
 from .registry import Model
 
 
-def stack(trees: list[Any]) -> Any:
-    """Stack a list of equally shaped pytrees (dicts / NamedTuples of tensors) along dim 0."""
+def stack(trees: list[Any], _stacked: dict | None = None) -> Any:
+    """Stack a list of equally shaped pytrees (dicts / NamedTuples of tensors) along dim 0.
+
+    Keys that share one tensor in every tree (a tied model's aliases) share the stacked one,
+    as a step's outputs do: a compiled step guards on which of its inputs are the same tensor.
+    """
+    stacked = {} if _stacked is None else _stacked  # ids of the K tensors -> their stack
     first = trees[0]
     if isinstance(first, Tensor):
-        return torch.stack(trees)
+        ids = tuple(map(id, trees))
+        if ids not in stacked:
+            stacked[ids] = torch.stack(trees)
+        return stacked[ids]
     if isinstance(first, dict):
-        return {k: stack([t[k] for t in trees]) for k in first}
+        return {k: stack([t[k] for t in trees], stacked) for k in first}
     if isinstance(first, tuple):
-        return type(first)(*(stack([t[i] for t in trees]) for i in range(len(first))))
+        return type(first)(*(stack([t[i] for t in trees], stacked) for i in range(len(first))))
     raise TypeError(f"cannot stack {type(first).__name__}")
 
 

@@ -191,7 +191,10 @@ def make_update(model: Model, *, nesterov: bool = False):
     def update(params, opt_state, grads, hyper):
         optimizer = SGD(hyper["lr"], hyper["momentum"], hyper["dampening"], hyper["weight_decay"], nesterov)
         trainable, opt_state = optimizer.update(grads, opt_state, drop_aliases(params, aliases))
-        return retie(trainable, aliases), opt_state
+        new = retie(trainable, aliases)
+        # the keys in their incoming order: a compiled step guards on it, and retie appends
+        # a tied model's aliases at the end (a recompile at step 2)
+        return {k: new[k] for k in params}, opt_state
 
     return update
 
