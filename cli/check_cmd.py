@@ -33,14 +33,15 @@ def check_command(
 ):
     """Check that the compiled and vmapped train steps agree with the eager one, here.
 
-    Runs a few steps of MODEL on random data through the training loop every way it can run
-    on the device: eager (the reference), torch.compile'd (on CUDA also with CUDA graphs), and
-    two members at once (vmapped, and one after the other). For each: the largest difference
-    from eager, how often it compiled and (CUDA) recorded graphs - more than once means it
-    re-compiled, which is slow but not wrong - and whether it failed and fell back.
+    A few steps of MODEL on random data through the training loop, every way it runs on the device:
 
-    Exit status 0: all agree; 1: a difference beyond --tolerance, or a compiled step failed
-    (ptm train would fall back to a slower step). Compiling takes 5-30 s per variant on a CPU.
+    compiled (on CUDA also with CUDA graphs); 2 members vmapped; 2 members one after the other.
+
+    Each: its largest difference from eager; compiles and CUDA-graph recordings (over 1: re-compiled).
+
+    Exit 1 on a difference beyond --tolerance or a failed compile (ptm train would fall back).
+
+    Compiling takes 5-30 s per variant on a CPU.
 
     Example: ptm check net --device cpu
 
