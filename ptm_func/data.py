@@ -47,6 +47,15 @@ class Split:
     def to(self, device) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
+    def sample(self, n: int, seed: int = 0) -> Split:
+        """`n` examples drawn at random without replacement (all of them when n >= len), the
+        same ones for one seed. Not the first n: folder-loaded splits are sorted by class."""
+        if n >= len(self):
+            return self
+        gen = torch.Generator().manual_seed(seed)
+        picked = torch.randperm(len(self), generator=gen)[:n].sort().values.to(self.labels.device)
+        return Split(self.images[picked], self.labels[picked])
+
 
 @dataclass(frozen=True)
 class Dataset:
@@ -110,6 +119,20 @@ def load_dataset(
     else:
         dataset = _load_folder(Path(text.removeprefix("imagefolder:")).expanduser(), pick)
     return replace(dataset, fingerprint=fingerprint(dataset)).to(device)
+
+
+def load_trained_on(
+    training: dict[str, Any],
+    source: str | Path | None = None,
+    device: torch.device | str = "cpu",
+    *,
+    notify: Callable[[str], None] | None = None,
+    n_classes: int | None = None,
+) -> Dataset:
+    """The data a run was trained on (a checkpoint's `training` facts: source and classes), or
+    `source` with those classes."""
+    source = source or training.get("data") or training.get("data_dir")
+    return load_dataset(source, training.get("classes"), device, notify=notify, n_classes=n_classes)
 
 
 def fingerprint(dataset: Dataset) -> dict[str, Any]:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .data import Split
+from .evaluation import probabilities
 from .layers import Params, State
 from .losses import accuracy_count
 from .registry import Model
@@ -54,13 +55,9 @@ def ensemble_probabilities(
     members: Sequence[tuple[Model, Params, State]], images: Tensor, *, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
     """Eval-mode softmax probabilities: (K, N, classes) per member, and (N, classes) their mean."""
-    per_member = []
-    for model, params, state in members:
-        chunks = [
-            torch.softmax(model.apply(params, state, images[i : i + batch_size], train=False)[0], dim=1)
-            for i in range(0, len(images), batch_size)
-        ]
-        per_member.append(torch.cat(chunks))
+    per_member = [
+        probabilities(model, params, state, images, batch_size=batch_size) for model, params, state in members
+    ]
     probs = torch.stack(per_member)  # (K, N, classes)
     return probs, probs.mean(dim=0)
 
