@@ -16,7 +16,8 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the file-only Agg backend, or PlotUnavailable with the fix."""
     try:
         import matplotlib
 
@@ -31,7 +32,7 @@ def _pyplot():
 
 def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     """The book's bar chart: train vs val accuracy per variant."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     xs = range(len(rows))
     width = 0.4
@@ -43,7 +44,7 @@ def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     ax.set_ylabel("accuracy")
     ax.legend(loc="upper left", ncol=2)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 Runs = Sequence[tuple[str, Sequence[dict[str, Any]]]]  # (label, epoch lines as records.py writes them)
@@ -55,7 +56,7 @@ def learning_curves(runs: Runs, path: str | Path, title: str | None = None) -> P
 
     A run of K members (an ensemble) is drawn as K thin curves and their mean.
     """
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     fig, (ax_acc, ax_loss) = plt.subplots(1, 2, figsize=(11, 4.2), dpi=100)
@@ -78,12 +79,12 @@ def learning_curves(runs: Runs, path: str | Path, title: str | None = None) -> P
     _epoch_axes((ax_acc, ax_loss))
     fig.suptitle(title or "learning curves: " + ", ".join(label for label, _ in runs))
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def learning_curves_grid(runs: Runs, path: str | Path, title: str | None = None) -> Path:
     """Train and val accuracy per epoch, one small panel per run, shared axes (for many runs)."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.lines import Line2D
 
     cols = min(4, len(runs))
@@ -108,7 +109,7 @@ def learning_curves_grid(runs: Runs, path: str | Path, title: str | None = None)
     )
     fig.suptitle(title or "learning curves")
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def _draw(ax, lines: Sequence[dict[str, Any]], key: str, style: str, colour: str) -> int:
@@ -162,7 +163,7 @@ def _mean_curve(members: list[tuple[list[int], list[float]]]) -> tuple[list[int]
 def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str | Path, title: str) -> Path:
     """Val accuracy (mean +/- std over seeds) against the swept values: a line for one swept
     hyperparameter, a heatmap for two, bars (best first) for more or none."""
-    plt = _pyplot()
+    plt = pyplot()
     rows = [r for r in rows if r["val_mean"] is not None]
     if len(swept) == 1 and rows:
         (key,) = swept
@@ -217,12 +218,12 @@ def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str 
             ax.set_xlim(max(0.0, low - 0.05), 1.0)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
 def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], path: str | Path) -> Path:
     """Rows of (input title, input, output title, output) grey images, side by side."""
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(panels), 2, figsize=(6, 2.6 * len(panels)), dpi=100, squeeze=False)
     for (left_title, left, right_title, right), (ax_l, ax_r) in zip(panels, axes, strict=True):
         for ax, title, image in ((ax_l, left_title, left), (ax_r, right_title, right)):
@@ -230,12 +231,13 @@ def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], pa
             ax.set_title(title, fontsize=9)
             ax.axis("off")
     fig.tight_layout()
-    return _save(fig, plt, path)
+    return save_figure(fig, plt, path)
 
 
-def _save(fig, plt, path) -> Path:
+def save_figure(fig, plt, path, dpi: float | None = None) -> Path:
+    """Write `fig` as PNG at `path` (its folder made if missing), then close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path

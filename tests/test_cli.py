@@ -230,7 +230,7 @@ def test_compare_without_matplotlib_still_prints_the_table(image_folder, tmp_pat
     def missing():
         raise ptm_func.plot.PlotUnavailable("matplotlib is not installed: pip install 'ptm_func[plot]'")
 
-    monkeypatch.setattr(ptm_func.plot, "_pyplot", missing)
+    monkeypatch.setattr(ptm_func.plot, "pyplot", missing)
     result = invoke(
         "compare",
         "net",
