@@ -1,0 +1,132 @@
+"""The examples/ scripts end to end on tiny data and checkpoints from `ptm train` (seconds)."""
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cli.main import app
+from ptm_func.checkpoint import load_checkpoint
+from ptm_func.data import load_trained_on
+from ptm_func.evaluation import evaluate_split
+from ptm_func.members import ensemble_accuracy
+from ptm_func.per_example import score_examples
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+runner = CliRunner()
+
+
+def example(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def train(folder: Path, out: Path, *extra: str) -> Path:
+    args = ["train", "net", "--data", str(folder), "--classes", "airplane,bird", "--epochs", "2"]
+    args += ["--batch-size", "8", "--device", "cpu", "--out", str(out), *extra]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def runs(image_folder, tmp_path_factory):
+    """A run, a second seed, and a one-seed pair differing in learning rate (a shared init)."""
+    root = tmp_path_factory.mktemp("runs")
+    return {
+        "a": train(image_folder, root / "a.safetensors"),
+        "seed7": train(image_folder, root / "seed7.safetensors", "--seed", "7"),
+        "lr": train(image_folder, root / "lr.safetensors", "--lr", "0.02"),
+    }
+
+
+def assert_png(path: Path):
+    data = Path(path).read_bytes()
+    assert data.startswith(b"\x89PNG") and len(data) > 5000
+
+
+def test_hard_examples_ranks_each_class_by_gradient_norm(runs, image_folder, tmp_path, capsys):
+    out = tmp_path / "hard.png"
+    result = example("hard_examples").main(
+        [str(runs["a"]), "--data", str(image_folder), "--top", "3", "--out", str(out)]
+    )
+    assert_png(out)
+    ckpt = load_checkpoint(runs["a"])
+    data = load_trained_on(ckpt.training, str(image_folder))
+    scores = score_examples(ckpt.model, ckpt.params, ckpt.state, data.train)
+    rows = result["rows"]
+    assert [r["label"] for r in rows] == ["airplane"] * 3 + ["bird"] * 3
+    for label in (0, 1):
+        mine = scores.gradient_norms[data.train.labels == label]
+        shown = [r["gradient_norm"] for r in rows if r["label"] == data.classes[label]]
+        assert shown == pytest.approx(mine.sort(descending=True).values[:3].tolist(), rel=1e-5)
+    assert "hardest" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("pair", [False, True])
+def test_loss_line_ends_are_the_runs(runs, image_folder, tmp_path, pair):
+    out = tmp_path / "line.png"
+    given = [str(runs["seed7"]), str(runs["a"])] if pair else [str(runs["a"])]
+    args = [*given, "--data", str(image_folder), "--points", "5", "--out", str(out)]
+    result = example("loss_line").main(args)
+    assert_png(out)
+    points = {p.alpha: p.evaluations for p in result["points"]}
+    assert sorted(points) == [-0.25, 0.0, 0.125, 0.5, 0.875, 1.0, 1.25]
+    end = load_checkpoint(runs["a"])
+    data = load_trained_on(end.training, str(image_folder))
+    assert points[1.0]["val"] == evaluate_split(end.model, end.params, end.state, data.val)
+    if pair:
+        begin = load_checkpoint(runs["seed7"])
+        assert points[0.0]["val"] == evaluate_split(begin.model, begin.params, begin.state, data.val)
+    else:  # the line starts at the run's initial weights
+        assert points[0.0]["val"] == evaluate_split(end.model, *end.model.init(123), data.val)
+    assert result["barrier"] >= 0
+
+
+def test_soup_compares_the_average_with_the_ensemble_and_members(runs, image_folder, tmp_path):
+    out = tmp_path / "soup.png"
+    paths = [str(runs["a"]), str(runs["lr"])]
+    result = example("soup").main([*paths, "--data", str(image_folder), "--out", str(out)])
+    assert_png(out)
+    names = [name for name, _ in result["rows"]]
+    assert names[-2:] == ["uniform soup (mean weights)", "ensemble (mean probabilities)"]
+    members = [load_checkpoint(p) for p in paths]
+    data = load_trained_on(members[0].training, str(image_folder))
+    expected = ensemble_accuracy([(m.model, m.params, m.state) for m in members], data.val)
+    assert result["rows"][-1][1].accuracy == pytest.approx(expected["ensemble"])
+    assert [ev.accuracy for _, ev in result["rows"][:2]] == pytest.approx(expected["members"])
+    mean = {k: (members[0].params[k] + members[1].params[k]) / 2 for k in members[0].params}
+    souped, by_hand = result["rows"][-2][1], evaluate_split(members[0].model, mean, {}, data.val)
+    assert souped.loss == pytest.approx(by_hand.loss, rel=1e-5)
+    assert souped.accuracy == by_hand.accuracy
+
+
+@pytest.mark.parametrize(
+    "name,args,needle",
+    [
+        ("soup", ["only-one.safetensors"], "two or more"),
+        ("loss_line", ["a", "b", "c"], "one checkpoint"),
+    ],
+)
+def test_bad_arguments_are_usage_errors(name, args, needle, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        example(name).main(args)
+    assert exit_info.value.code == 2
+    assert needle in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", ["hard_examples", "loss_line", "soup"])
+def test_a_missing_checkpoint_is_one_line_and_exit_1(name, tmp_path):
+    missing = [str(tmp_path / "a.safetensors"), str(tmp_path / "b.safetensors")]
+    args = missing[:1] if name == "hard_examples" else missing
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / f"{name}.py"), *args], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 1
+    (line,) = done.stderr.strip().splitlines()
+    assert line.startswith(f"{name}.py: error: no checkpoint at {tmp_path}")
