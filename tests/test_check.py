@@ -101,3 +101,14 @@ def test_bad_options_are_usage_errors(args, needle):
     assert result.exit_code == 2
     assert needle in result.output
     assert "Traceback" not in result.output
+
+
+def test_the_noise_calibrated_tolerance_is_capped(monkeypatch):
+    """Two eager runs that disagree (a broken layout path) must not excuse everything else."""
+    from ptm_func import tuning
+
+    real = tuning.in_layout
+    monkeypatch.setattr(tuning, "in_layout", lambda images, cl: real(images * 1.5 if cl else images, cl))
+    report = check("net", torch.device("cpu"), steps=2, batch_size=8, only=["2 vmapped (eager)"])
+    assert report.noise > selfcheck.NOISE_CAP / selfcheck.NOISE_FACTOR
+    assert report.tolerance == selfcheck.NOISE_CAP
