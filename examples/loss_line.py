@@ -24,6 +24,7 @@ import torch
 
 from ptm_func.checkpoint import load_checkpoint
 from ptm_func.data import load_trained_on
+from ptm_func.evaluation import has_running_stats
 from ptm_func.landscape import RUNNING_STATS, loss_line
 from ptm_func.plot import pyplot, save_figure
 
@@ -80,6 +81,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"in {time.perf_counter() - t0:.1f} s; {len(train)} train and {len(data.val)} val images, eval mode"
     )
+    if has_running_stats(end.state):
+        how = {
+            "recompute": f"recomputed at each point on the {len(train)} training images",
+            "interpolate": "interpolated between the two checkpoints' own",
+        }[args.running_stats]
+        print(f"BatchNorm running statistics: {how}")
     print(f"{'alpha':>6} {'train loss':>10} {'train acc':>9} {'val loss':>9} {'val acc':>8}")
     for p in points:
         tr, va = p.evaluations["train"], p.evaluations["val"]

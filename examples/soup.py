@@ -22,7 +22,7 @@ import torch
 
 from ptm_func.checkpoint import load_checkpoint
 from ptm_func.data import load_trained_on
-from ptm_func.evaluation import Evaluation, evaluate_split
+from ptm_func.evaluation import Evaluation, evaluate_split, has_running_stats
 from ptm_func.members import ensemble_probabilities
 from ptm_func.plot import pyplot, save_figure
 from ptm_func.soup import soup
@@ -77,6 +77,8 @@ def main(argv: list[str] | None = None) -> dict:
     print(
         f"{model.name}, {len(members)} members (seeds {sorted(s for s in seeds if s is not None)}), val split"
     )
+    if has_running_stats(members[0].state):
+        print(f"BatchNorm running statistics of the soup: recomputed on {args.stats_images} training images")
     width = max(len(name) for name, _ in rows)
     print(f"{'':<{width}} {'val loss':>9} {'val acc':>8}")
     for name, ev in rows:

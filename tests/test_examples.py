@@ -26,8 +26,8 @@ def example(name: str):
     return module
 
 
-def train(folder: Path, out: Path, *extra: str) -> Path:
-    args = ["train", "net", "--data", str(folder), "--classes", "airplane,bird", "--epochs", "2"]
+def train(folder: Path, out: Path, *extra: str, model: str = "net") -> Path:
+    args = ["train", model, "--data", str(folder), "--classes", "airplane,bird", "--epochs", "2"]
     args += ["--batch-size", "8", "--device", "cpu", "--out", str(out), *extra]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -42,6 +42,8 @@ def runs(image_folder, tmp_path_factory):
         "a": train(image_folder, root / "a.safetensors"),
         "seed7": train(image_folder, root / "seed7.safetensors", "--seed", "7"),
         "lr": train(image_folder, root / "lr.safetensors", "--lr", "0.02"),
+        "bn": train(image_folder, root / "bn.safetensors", model="batchnorm"),
+        "bn7": train(image_folder, root / "bn7.safetensors", "--seed", "7", model="batchnorm"),
     }
 
 
@@ -130,3 +132,23 @@ def test_a_missing_checkpoint_is_one_line_and_exit_1(name, tmp_path):
     assert done.returncode == 1
     (line,) = done.stderr.strip().splitlines()
     assert line.startswith(f"{name}.py: error: no checkpoint at {tmp_path}")
+
+
+def test_batchnorm_runs_say_how_their_statistics_are_handled(runs, image_folder, tmp_path, capsys):
+    bn = [str(runs["bn7"]), str(runs["bn"])]
+    line = example("loss_line").main(
+        [*bn, "--data", str(image_folder), "--points", "3", "--out", str(tmp_path / "l.png")]
+    )
+    assert "BatchNorm running statistics: recomputed at each point" in capsys.readouterr().out
+    end = load_checkpoint(runs["bn"])
+    data = load_trained_on(end.training, str(image_folder))
+    assert line["points"][-2].alpha == 1.0  # recomputed statistics: not the checkpoint's own
+    assert line["points"][-2].evaluations["val"].n == len(data.val)
+    args = [*bn, "--data", str(image_folder), "--points", "3", "--running-stats", "interpolate"]
+    interpolated = example("loss_line").main([*args, "--out", str(tmp_path / "i.png")])
+    assert "interpolated between the two checkpoints' own" in capsys.readouterr().out
+    at_end = interpolated["points"][-2]
+    assert at_end.alpha == 1.0
+    assert at_end.evaluations["val"] == evaluate_split(end.model, end.params, end.state, data.val)
+    example("soup").main([*bn, "--data", str(image_folder), "--out", str(tmp_path / "s.png")])
+    assert "BatchNorm running statistics of the soup: recomputed on" in capsys.readouterr().out
