@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -21,6 +20,7 @@ from ptm_func.checkpoint import load_checkpoint
 from ptm_func.data import BOOK_MEAN, BOOK_STD, load_trained_on
 from ptm_func.per_example import score_examples
 from ptm_func.plot import pyplot, save_figure
+from ptm_func.script import run_main
 
 BY = {"gradient_norms": "per-example gradient norm", "losses": "loss"}
 
@@ -110,9 +110,4 @@ def draw(split, indices, rows, path, title):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as err:  # a missing or bad checkpoint, data that does not fit
-        sys.exit(f"{Path(__file__).name}: error: {err}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_main(main))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -27,6 +26,7 @@ from ptm_func.data import load_trained_on
 from ptm_func.evaluation import has_running_stats
 from ptm_func.landscape import RUNNING_STATS, loss_line
 from ptm_func.plot import pyplot, save_figure
+from ptm_func.script import run_main
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -123,9 +123,4 @@ def draw(points, path, title):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as err:  # a missing or bad checkpoint, data that does not fit
-        sys.exit(f"{Path(__file__).name}: error: {err}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_main(main))

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 import torch
 
@@ -25,6 +24,7 @@ from ptm_func.data import load_trained_on
 from ptm_func.evaluation import Evaluation, evaluate_split, has_running_stats
 from ptm_func.members import ensemble_probabilities
 from ptm_func.plot import pyplot, save_figure
+from ptm_func.script import run_main
 from ptm_func.soup import soup
 
 
@@ -113,9 +113,4 @@ def draw(rows, path, title):
 
 
 if __name__ == "__main__":
-    try:
-        main()
-    except (OSError, ValueError) as err:  # a missing or bad checkpoint, data that does not fit
-        sys.exit(f"{Path(__file__).name}: error: {err}")
-    except KeyboardInterrupt:
-        sys.exit(130)
+    sys.exit(run_main(main))

@@ -152,3 +152,18 @@ def test_batchnorm_runs_say_how_their_statistics_are_handled(runs, image_folder,
     assert at_end.evaluations["val"] == evaluate_split(end.model, end.params, end.state, data.val)
     example("soup").main([*bn, "--data", str(image_folder), "--out", str(tmp_path / "s.png")])
     assert "BatchNorm running statistics of the soup: recomputed on" in capsys.readouterr().out
+
+
+def test_run_main_exit_statuses(capsys):
+    from ptm_func.script import run_main
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    def bad_value():
+        raise ValueError("no checkpoint at x")
+
+    assert run_main(lambda: None, "s.py") == 0
+    assert run_main(interrupted, "s.py") == 130
+    assert run_main(bad_value, "s.py") == 1
+    assert capsys.readouterr().err == "s.py: error: no checkpoint at x\n"
