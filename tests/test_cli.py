@@ -407,3 +407,15 @@ def test_plot_and_data_errors(args, code, needle, trained, tmp_path):
     result = invoke(*(names.get(a, a) for a in args))
     assert result.exit_code == code, result.output
     assert needle in result.output and "Traceback" not in result.output
+
+
+def test_ctrl_c_while_importing_is_one_line_and_exit_130(capsys):
+    from cli.entry import main
+
+    def interrupted_import():
+        raise KeyboardInterrupt
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(interrupted_import)
+    assert exit_info.value.code == 130
+    assert capsys.readouterr().err == "ptm: interrupted\n"
