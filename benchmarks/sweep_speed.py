@@ -21,9 +21,10 @@ from pathlib import Path
 
 import torch
 
-from ptm_func.data import load_dataset
-from ptm_func.devices import resolve_device
-from ptm_func.train import book_setup, fit
+from ptm_func.data.sources import load_dataset
+from ptm_func.training.config import book_setup
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.loop import fit
 
 
 def member_configs(base, k: int):

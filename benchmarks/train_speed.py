@@ -19,11 +19,14 @@ from dataclasses import replace
 
 import torch
 
-from ptm_func import tuning
-from ptm_func.baseline import book_training_loop
-from ptm_func.data import Dataset, load_dataset
-from ptm_func.devices import resolve_device
-from ptm_func.train import TRAINABLE_NAMES, book_setup, fit, fit_ensemble
+from ptm_func.catalog import TRAINABLE_NAMES
+from ptm_func.data.dataset import Dataset
+from ptm_func.data.sources import load_dataset
+from ptm_func.reports.baseline import book_training_loop
+from ptm_func.training import tuning
+from ptm_func.training.config import book_setup
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.loop import fit, fit_ensemble
 
 
 def time_book_loop(model, data, config) -> list[float]:

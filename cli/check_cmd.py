@@ -8,14 +8,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptm_func import jsonio
-from ptm_func.devices import resolve_device
-from ptm_func.selfcheck import DEFAULT_TOLERANCE, NOISE_FACTOR, CheckReport, check
-from ptm_func.train import TRAINABLE_NAMES
+from ptm_func.catalog import TRAINABLE_NAMES
+from ptm_func.files import jsonio
+from ptm_func.reports.selfcheck import DEFAULT_TOLERANCE, NOISE_FACTOR, CheckReport, check
+from ptm_func.training.devices import resolve_device
 
 from .errors import UsageError, friendly_errors
 from .options import Device, NBlocks, Tied
-from .text import printable
+from ptm_func.text import printable
 
 
 def check_command(

@@ -11,19 +11,19 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptm_func import jsonio
-from ptm_func.compare import compare as run_comparison
-from ptm_func.data import load_dataset
-from ptm_func.devices import resolve_device
-from ptm_func.files import check_writable
-from ptm_func.plot import PlotUnavailable, comparison_chart, learning_curves_grid
-from ptm_func.registry import OUTPUTS
-from ptm_func.train import TRAINABLE_NAMES, book_setup
+from ptm_func.catalog import OUTPUTS, TRAINABLE_NAMES
+from ptm_func.data.sources import load_dataset
+from ptm_func.files import jsonio
+from ptm_func.files.atomic import check_writable
+from ptm_func.reports.compare import compare as run_comparison
+from ptm_func.reports.plot import PlotUnavailable, comparison_chart, learning_curves_grid
+from ptm_func.training.config import book_setup
+from ptm_func.training.devices import resolve_device
 
 from .errors import UsageError, friendly_errors
 from .options import Classes, DataSource, Device, note, parse_classes
 from .progress import TrainingProgress
-from .text import printable
+from ptm_func.text import printable
 
 
 def compare(

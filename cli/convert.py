@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.convert import pt_to_safetensors, safetensors_to_pt
+from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
 
 from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied

@@ -9,10 +9,9 @@ import traceback
 import typer
 
 from ptm_func import ModelConfigError, UnknownModelError
-from ptm_func.data import ClassChoiceError
-from ptm_func.devices import DeviceError
+from ptm_func.errors import ClassChoiceError, DeviceError
 
-from .text import printable
+from ptm_func.text import printable
 
 # Set by the app callback (`ptm --debug ...`).
 DEBUG = {"enabled": False}

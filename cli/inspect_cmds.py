@@ -9,16 +9,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptm_func import jsonio
-from ptm_func.checkpoint import ensemble_paths, load_checkpoint, load_ensemble
-from ptm_func.data import BOOK_CLASSES
-from ptm_func.devices import resolve_device
-from ptm_func.predict import predict as predict_images
-from ptm_func.summary import parameter_summary
+from ptm_func.data.dataset import BOOK_CLASSES
+from ptm_func.files import jsonio
+from ptm_func.files.checkpoint import ensemble_paths, load_checkpoint, load_ensemble
+from ptm_func.reports.predict import predict as predict_images
+from ptm_func.reports.summary import parameter_summary
+from ptm_func.training.devices import resolve_device
 
 from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
-from .text import names, printable
+from ptm_func.text import names, printable
 
 
 def info(

@@ -17,10 +17,10 @@ from typing import Any
 
 import typer
 
-from ptm_func.distributed import World, from_environment
+from ptm_func.training.distributed import World, from_environment
 
 from .errors import UsageError
-from .text import printable
+from ptm_func.text import printable
 
 
 def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dict[str, Any]) -> int:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.plot import PlotUnavailable, learning_curves
-from ptm_func.records import METRICS_SUFFIX, RecordError, find_metrics, read_metrics
+from ptm_func.errors import RecordError
+from ptm_func.files.records import METRICS_SUFFIX, find_metrics, read_metrics
+from ptm_func.reports.plot import PlotUnavailable, learning_curves
 
 from .errors import UsageError, friendly_errors
 

@@ -8,7 +8,7 @@ import sys
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ptm_func.train import EpochStats
+from ptm_func.training.state import EpochStats
 
 
 def epoch_line(stats: EpochStats) -> str:

@@ -6,11 +6,12 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.conv_demo import conv_experiments
-from ptm_func.data import load_dataset, normalize
-from ptm_func.files import check_writable
-from ptm_func.plot import PlotUnavailable, image_grid
-from ptm_func.predict import load_for_prediction
+from ptm_func.data.dataset import normalize
+from ptm_func.data.sources import load_dataset
+from ptm_func.files.atomic import check_writable
+from ptm_func.reports.conv_demo import conv_experiments
+from ptm_func.reports.plot import PlotUnavailable, image_grid
+from ptm_func.reports.predict import load_for_prediction
 
 from .errors import UsageError, friendly_errors
 from .options import DataSource, note

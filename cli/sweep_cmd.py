@@ -8,23 +8,27 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ptm_func import jsonio, sweep
-from ptm_func.checkpoint import checkpoint_bytes
-from ptm_func.data import check_same_data, load_dataset
-from ptm_func.devices import resolve_device
-from ptm_func.distributed import barrier, join, leave
-from ptm_func.files import check_writable
-from ptm_func.plot import PlotUnavailable, sweep_chart
-from ptm_func.records import run_info
-from ptm_func.registry import OUTPUTS
-from ptm_func.train import TRAINABLE_NAMES, book_setup, uses_vmap, will_compile
+from ptm_func.catalog import OUTPUTS, TRAINABLE_NAMES
+from ptm_func.data.dataset import check_same_data
+from ptm_func.data.sources import load_dataset
+from ptm_func.files import jsonio
+from ptm_func.files.atomic import check_writable
+from ptm_func.files.checkpoint import checkpoint_bytes
+from ptm_func.files.records import run_info
+from ptm_func.reports.plot import PlotUnavailable, sweep_chart
+from ptm_func.runs import sweep
+from ptm_func.training.compiling import will_compile
+from ptm_func.training.config import book_setup
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.distributed import barrier, join, leave
+from ptm_func.training.members import uses_vmap
 
 from .errors import UsageError, friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
-from .text import names, printable
+from ptm_func.text import names, printable
 
 LIST_HELP = "Comma-separated values to sweep (e.g. 0.003,0.01,0.03); one value fixes it."
 

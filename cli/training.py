@@ -7,42 +7,30 @@ from pathlib import Path
 
 import typer
 
-from ptm_func import jsonio
-from ptm_func.checkpoint import (
-    CheckpointError,
-    checkpoint_bytes,
-    load_ensemble,
-    load_run,
-    save_checkpoint,
-    save_or_rescue,
-    save_run,
-)
-from ptm_func.data import check_same_data, load_dataset
-from ptm_func.devices import resolve_device
-from ptm_func.distributed import join, leave
-from ptm_func.files import check_writable, remove_stale_temps
-from ptm_func.members import ensemble_accuracy
-from ptm_func.records import RecordError, RunRecord, replica_path, run_info, unused_run_path
-from ptm_func.registry import OUTPUTS
-from ptm_func.train import (
-    SEED_LIMIT,
-    TRAINABLE_NAMES,
-    EpochStats,
-    TrainState,
-    book_setup,
-    config_dict,
-    evaluate,
-    fit,
-    fit_ensemble,
-    will_compile,
-)
+from ptm_func.catalog import OUTPUTS, TRAINABLE_NAMES
+from ptm_func.data.dataset import check_same_data
+from ptm_func.data.sources import load_dataset
+from ptm_func.errors import CheckpointError, RecordError
+from ptm_func.files import jsonio
+from ptm_func.files.atomic import check_writable, remove_stale_temps
+from ptm_func.files.checkpoint import checkpoint_bytes, load_ensemble, save_checkpoint, save_or_rescue
+from ptm_func.files.records import RunRecord, replica_path, run_info, unused_run_path
+from ptm_func.files.resume import load_run, save_run
+from ptm_func.research.ensemble import ensemble_accuracy
+from ptm_func.training.compiling import will_compile
+from ptm_func.training.config import SEED_LIMIT, book_setup, config_dict
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.distributed import join, leave
+from ptm_func.training.evaluate import evaluate
+from ptm_func.training.loop import fit, fit_ensemble
+from ptm_func.training.state import EpochStats, TrainState
 
 from .errors import UsageError, friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import Classes, DataSource, Device, NBlocks, NChans1, Tied, note, parse_classes
 from .progress import TrainingProgress
 from .signals import StopOnSignal
-from .text import names, printable
+from ptm_func.text import names, printable
 
 
 def train(

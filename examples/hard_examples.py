@@ -16,11 +16,12 @@ import time
 
 import torch
 
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.data import BOOK_MEAN, BOOK_STD, load_trained_on
-from ptm_func.per_example import score_examples
-from ptm_func.plot import pyplot, save_figure
-from ptm_func.script import run_main
+from ptm_func.data.dataset import BOOK_MEAN, BOOK_STD
+from ptm_func.data.sources import load_trained_on
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.reports.plot import pyplot, save_figure
+from ptm_func.research.per_example import score_examples
+from ptm_func.research.script import run_main
 
 BY = {"gradient_norms": "per-example gradient norm", "losses": "loss"}
 

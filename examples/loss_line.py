@@ -21,12 +21,12 @@ import time
 
 import torch
 
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.data import load_trained_on
-from ptm_func.evaluation import has_running_stats
-from ptm_func.landscape import RUNNING_STATS, loss_line
-from ptm_func.plot import pyplot, save_figure
-from ptm_func.script import run_main
+from ptm_func.data.sources import load_trained_on
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.reports.plot import pyplot, save_figure
+from ptm_func.research.evaluation import has_running_stats
+from ptm_func.research.landscape import RUNNING_STATS, loss_line
+from ptm_func.research.script import run_main
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -19,13 +19,13 @@ import sys
 
 import torch
 
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.data import load_trained_on
-from ptm_func.evaluation import Evaluation, evaluate_split, has_running_stats
-from ptm_func.members import ensemble_probabilities
-from ptm_func.plot import pyplot, save_figure
-from ptm_func.script import run_main
-from ptm_func.soup import soup
+from ptm_func.data.sources import load_trained_on
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.reports.plot import pyplot, save_figure
+from ptm_func.research.ensemble import ensemble_probabilities
+from ptm_func.research.evaluation import Evaluation, evaluate_split, has_running_stats
+from ptm_func.research.script import run_main
+from ptm_func.research.soup import soup
 
 
 def main(argv: list[str] | None = None) -> dict:

@@ -11,8 +11,8 @@ import torch
 from typer.testing import CliRunner
 
 from cli.main import app
-from ptm_func import selfcheck
-from ptm_func.selfcheck import check
+from ptm_func.reports import selfcheck
+from ptm_func.reports.selfcheck import check
 
 REAL_COMPILE = torch.compile
 runner = CliRunner()
@@ -105,7 +105,7 @@ def test_bad_options_are_usage_errors(args, needle):
 
 def test_the_noise_calibrated_tolerance_is_capped(monkeypatch):
     """Two eager runs that disagree (a broken layout path) must not excuse everything else."""
-    from ptm_func import tuning
+    from ptm_func.training import tuning
 
     real = tuning.in_layout
     monkeypatch.setattr(tuning, "in_layout", lambda images, cl: real(images * 1.5 if cl else images, cl))

@@ -8,17 +8,13 @@ import torch
 from safetensors import safe_open
 
 from ptm_func import get_model
-from ptm_func.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_run,
-    save_checkpoint,
-    save_run,
-    training_state_path,
-)
-from ptm_func.convert import pt_to_safetensors, safetensors_to_pt
-from ptm_func.data import Dataset, Split
-from ptm_func.train import TrainConfig, fit
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.errors import CheckpointError
+from ptm_func.files.checkpoint import load_checkpoint, save_checkpoint
+from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
+from ptm_func.files.resume import load_run, save_run, training_state_path
+from ptm_func.training.config import TrainConfig
+from ptm_func.training.loop import fit
 from tests.test_models import CONFIGS, IDS
 
 
@@ -151,7 +147,7 @@ def test_a_crash_mid_write_keeps_the_previous_file(tmp_path, monkeypatch):
             f.write(b"half a file")
         raise OSError("disk full")
 
-    monkeypatch.setattr("ptm_func.checkpoint.save_file", crash)
+    monkeypatch.setattr("ptm_func.files.checkpoint.save_file", crash)
     with pytest.raises(CheckpointError, match="disk full"):
         save_checkpoint(path, model, model.init(seed=1)[0], state)
     assert path.read_bytes() == before

@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from ptm_func.records import read_metrics
+from ptm_func.files.records import read_metrics
 
 runner = CliRunner()
 
@@ -225,12 +225,14 @@ def test_compare_writes_table_json_and_chart(image_folder, tmp_path):
 
 
 def test_compare_without_matplotlib_still_prints_the_table(image_folder, tmp_path, monkeypatch):
-    import ptm_func.plot
+    import ptm_func.reports.plot
 
     def missing():
-        raise ptm_func.plot.PlotUnavailable("matplotlib is not installed: pip install 'ptm_func[plot]'")
+        raise ptm_func.reports.plot.PlotUnavailable(
+            "matplotlib is not installed: pip install 'ptm_func[plot]'"
+        )
 
-    monkeypatch.setattr(ptm_func.plot, "pyplot", missing)
+    monkeypatch.setattr(ptm_func.reports.plot, "pyplot", missing)
     result = invoke(
         "compare",
         "net",
@@ -270,7 +272,7 @@ def test_show_conv_from_file_and_index(image_folder, tmp_path):
 def test_conv_experiments_shapes_and_kernels():
     import torch
 
-    from ptm_func.conv_demo import conv_experiments
+    from ptm_func.reports.conv_demo import conv_experiments
 
     image = torch.rand(3, 32, 32)
     panels = {title.split(":")[0]: out for _, _, title, out in conv_experiments(image)}

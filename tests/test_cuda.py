@@ -5,9 +5,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptm_func.data import Dataset, Split
-from ptm_func.selfcheck import check
-from ptm_func.train import TRAINABLE_NAMES, book_setup, fit
+from ptm_func.catalog import TRAINABLE_NAMES
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.reports.selfcheck import check
+from ptm_func.training.config import book_setup
+from ptm_func.training.loop import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 

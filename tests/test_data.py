@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from ptm_func.data import BOOK_MEAN, BOOK_STD, DataError, load_dataset
+from ptm_func.data.dataset import BOOK_MEAN, BOOK_STD
+from ptm_func.data.sources import load_dataset
+from ptm_func.errors import DataError
 from tests.conftest import write_png
 
 

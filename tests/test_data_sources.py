@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from ptm_func import data as data_module
-from ptm_func.data import BUNDLED_LABEL, BUNDLED_SHA256, DataError, load_bundled, load_dataset
+from ptm_func.data import sources as data_module
+from ptm_func.data.sources import BUNDLED_LABEL, BUNDLED_SHA256, load_bundled, load_dataset
+from ptm_func.errors import DataError
 
 
 @pytest.fixture(scope="module")

@@ -14,11 +14,12 @@ import torch.multiprocessing as mp
 from safetensors.torch import load_file
 
 from ptm_func import Net
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.data import Dataset, Split
-from ptm_func.distributed import World, shard
-from ptm_func.records import read_metrics
-from ptm_func.train import book_setup, fit
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.files.records import read_metrics
+from ptm_func.training.config import book_setup
+from ptm_func.training.distributed import World, shard
+from ptm_func.training.loop import fit
 
 MODELS = ("net", "res", "dropout", "batchnorm")
 ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PTM_DIST_TIMEOUT": "30"}
@@ -39,7 +40,7 @@ def config(name):
 def rank_worker(rank: int, port: int, folder: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2")
     os.environ.update(LOCAL_RANK=str(rank), OMP_NUM_THREADS="1")
-    from ptm_func.distributed import from_environment, join, leave
+    from ptm_func.training.distributed import from_environment, join, leave
 
     world = from_environment()
     join(world, torch.device("cpu"))

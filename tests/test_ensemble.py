@@ -3,10 +3,11 @@
 import pytest
 import torch
 
-from ptm_func.data import Dataset, Split
-from ptm_func.members import stack, unstack
-from ptm_func.optim import SGDState
-from ptm_func.train import TrainConfig, book_setup, fit, fit_ensemble
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.training.config import TrainConfig, book_setup
+from ptm_func.training.loop import fit, fit_ensemble
+from ptm_func.training.members import stack, unstack
+from ptm_func.training.optim import SGDState
 
 
 def random_data(n=64):

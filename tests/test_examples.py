@@ -9,11 +9,11 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.data import load_trained_on
-from ptm_func.evaluation import evaluate_split
-from ptm_func.members import ensemble_accuracy
-from ptm_func.per_example import score_examples
+from ptm_func.data.sources import load_trained_on
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.research.ensemble import ensemble_accuracy
+from ptm_func.research.evaluation import evaluate_split
+from ptm_func.research.per_example import score_examples
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 runner = CliRunner()
@@ -155,7 +155,7 @@ def test_batchnorm_runs_say_how_their_statistics_are_handled(runs, image_folder,
 
 
 def test_run_main_exit_statuses(capsys):
-    from ptm_func.script import run_main
+    from ptm_func.research.script import run_main
 
     def interrupted():
         raise KeyboardInterrupt

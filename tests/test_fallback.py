@@ -10,9 +10,10 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptm_func.data import Dataset, Split
-from ptm_func.fallback import FallbackStep, describe, fallback_events
-from ptm_func.train import book_setup, fit
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.training.config import book_setup
+from ptm_func.training.fallback import FallbackStep, describe, fallback_events
+from ptm_func.training.loop import fit
 
 REAL_COMPILE = torch.compile
 

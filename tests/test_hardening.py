@@ -23,19 +23,15 @@ from typer.testing import CliRunner
 
 import cli.signals
 import cli.training
-import ptm_func.checkpoint as checkpoint_module
+import ptm_func.files.resume as resume_module
 from cli.main import app
 from ptm_func import NetBatchNorm, get_model
-from ptm_func.checkpoint import (
-    CheckpointError,
-    load_checkpoint,
-    load_run,
-    save_checkpoint,
-    save_run,
-    training_state_path,
-)
-from ptm_func.records import read_metrics
-from ptm_func.train import book_setup, init_train_state
+from ptm_func.errors import CheckpointError
+from ptm_func.files.checkpoint import load_checkpoint, save_checkpoint
+from ptm_func.files.records import read_metrics
+from ptm_func.files.resume import load_run, save_run, training_state_path
+from ptm_func.training.config import book_setup
+from ptm_func.training.state import init_train_state
 from tests.conftest import write_image_folder, write_png
 
 runner = CliRunner()
@@ -178,7 +174,7 @@ def test_a_failed_save_leaves_neither_half_nor_temp_files(tmp_path, monkeypatch)
     model, config = book_setup("net", epochs=1)
     ts = init_train_state(model, config, "cpu")
     out = tmp_path / "net.safetensors"
-    write_temp = checkpoint_module._write_temp
+    write_temp = resume_module.write_temp_checkpoint
     calls = []
 
     def second_write_fails(tensors, metadata, path):
@@ -187,7 +183,7 @@ def test_a_failed_save_leaves_neither_half_nor_temp_files(tmp_path, monkeypatch)
             raise CheckpointError("cannot write checkpoint: No space left on device")
         return write_temp(tensors, metadata, path)
 
-    monkeypatch.setattr(checkpoint_module, "_write_temp", second_write_fails)
+    monkeypatch.setattr(resume_module, "write_temp_checkpoint", second_write_fails)
     with pytest.raises(CheckpointError):
         save_run(out, model, ts, config, {})
     assert list(tmp_path.iterdir()) == []  # no orphan .train.safetensors, no temp
@@ -247,10 +243,10 @@ def test_kill_between_the_two_renames_of_a_save_is_recovered(trained, monkeypatc
             raise Killed
         replace(src, dst)
 
-    monkeypatch.setattr(checkpoint_module.os, "replace", killed_at_second_rename)
+    monkeypatch.setattr(resume_module.os, "replace", killed_at_second_rename)
     with pytest.raises(Killed):
         save_run(trained, ckpt.model, ts, config, ckpt.training)
-    monkeypatch.setattr(checkpoint_module.os, "replace", replace)
+    monkeypatch.setattr(resume_module.os, "replace", replace)
     temps = list(trained.parent.glob(".net.safetensors.tmp*"))
     assert len(temps) == 1 and load_checkpoint(trained).training["progress"]["epoch"] == 2
 
@@ -500,12 +496,12 @@ def test_class_names_from_files_cannot_drive_the_terminal(trained, image_folder)
 
 
 def test_convert_errors_name_the_output_not_a_temp_file(trained, tmp_path, monkeypatch):
-    import ptm_func.convert
+    import ptm_func.files.convert
 
     def read_only(obj, path):
         raise OSError(30, "Read-only file system", str(path))
 
-    monkeypatch.setattr(ptm_func.convert.torch, "save", read_only)
+    monkeypatch.setattr(ptm_func.files.convert.torch, "save", read_only)
     result = invoke("convert", trained, tmp_path / "book.pt")
     fails_cleanly(result, 1, f"cannot write {tmp_path / 'book.pt'}: Read-only file system")
     assert ".tmp" not in result.output
@@ -618,7 +614,8 @@ def test_compiling_runs_say_so(two_classes, tmp_path, monkeypatch):
     monkeypatch.setattr(cli.training, "will_compile", lambda config, device, name: True)
     result = invoke("train", "net", *two_classes, "--epochs", "1", "--out", tmp_path / "n.safetensors")
     assert result.exit_code == 0 and "compiling the train step" in result.stderr
-    from ptm_func.train import TrainConfig, will_compile
+    from ptm_func.training.compiling import will_compile
+    from ptm_func.training.config import TrainConfig
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert will_compile(TrainConfig(epochs=20), cpu, "net")

@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 import cli.signals
 import cli.training
 from cli.main import app
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.records import read_metrics
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.files.records import read_metrics
 
 ARGS = [
     "--data-dir",

@@ -7,10 +7,13 @@ import pytest
 import torch
 
 from ptm_func import get_model
-from ptm_func.data import Dataset, Split
-from ptm_func.members import ensemble_accuracy, stack, unstack
-from ptm_func.optim import SGD
-from ptm_func.train import TrainConfig, book_setup, check_members, fit, member_state, stack_members
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.research.ensemble import ensemble_accuracy
+from ptm_func.training.config import TrainConfig, book_setup
+from ptm_func.training.loop import fit
+from ptm_func.training.members import check_members, stack, unstack
+from ptm_func.training.optim import SGD
+from ptm_func.training.state import member_state, stack_members
 
 
 def random_data(n=96, seed=1):

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from ptm_func import MODEL_NAMES, Model, UnknownModelError, get_model, rng
-from ptm_func.modules import NetResDeep
+from ptm_func import MODEL_NAMES, Model, UnknownModelError, get_model
+from ptm_func.nets import rng
+from ptm_func.nets.modules import NetResDeep
 
 # Every network, with the book's default configs; resdeep both ways the book can be read.
 CONFIGS = [(name, {}) for name in MODEL_NAMES] + [("resdeep", {"tied": True})]

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ptm_func.optim import SGD
+from ptm_func.training.optim import SGD
 
 CASES = {
     "plain": dict(lr=0.1),

@@ -5,9 +5,12 @@ import json
 import pytest
 import torch
 
-from ptm_func.data import Dataset, Split
-from ptm_func.records import RecordError, RunRecord, find_metrics, metrics_path, read_metrics, run_path
-from ptm_func.train import EpochStats, book_setup, fit, fit_ensemble
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.errors import RecordError
+from ptm_func.files.records import RunRecord, find_metrics, metrics_path, read_metrics, run_path
+from ptm_func.training.config import book_setup
+from ptm_func.training.loop import fit, fit_ensemble
+from ptm_func.training.state import EpochStats
 
 
 def random_data(n=64, seed=1):

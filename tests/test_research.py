@@ -7,13 +7,14 @@ import torch
 import torch.nn.functional as F
 
 from ptm_func import get_model
-from ptm_func.checkpoint import load_checkpoint, save_checkpoint
-from ptm_func.data import Split
-from ptm_func.evaluation import evaluate_split, loss, probabilities, recompute_running_stats
-from ptm_func.landscape import interpolate, loss_line
-from ptm_func.per_example import gradient_norms, per_example_gradients, score_examples
-from ptm_func.soup import average, soup
-from ptm_func.train import book_setup, fit
+from ptm_func.data.dataset import Split
+from ptm_func.files.checkpoint import load_checkpoint, save_checkpoint
+from ptm_func.research.evaluation import evaluate_split, loss, probabilities, recompute_running_stats
+from ptm_func.research.landscape import interpolate, loss_line
+from ptm_func.research.per_example import gradient_norms, per_example_gradients, score_examples
+from ptm_func.research.soup import average, soup
+from ptm_func.training.config import book_setup
+from ptm_func.training.loop import fit
 
 MODELS = [
     ("net", {}),
@@ -185,7 +186,7 @@ def test_a_soup_of_identical_members_is_the_member(name, options):
 def test_a_soup_of_two_is_their_mean_and_scores_between_them():
     model, config = book_setup("net", epochs=1, batch_size=10, compile=False)
     data = random_split(40)
-    from ptm_func.data import Dataset
+    from ptm_func.data.dataset import Dataset
 
     runs = [
         fit(model, Dataset(data, data, ("a", "b"), "random"), c) for c in (config, config.__class__(lr=0.02))

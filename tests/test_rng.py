@@ -3,7 +3,7 @@
 import torch
 from torch.func import vmap
 
-from ptm_func import rng
+from ptm_func.nets import rng
 
 
 def test_same_key_same_bits_different_keys_differ():

@@ -15,10 +15,11 @@ from typer.testing import CliRunner
 
 from cli.main import app
 from ptm_func import Net
-from ptm_func.checkpoint import load_checkpoint
-from ptm_func.records import read_metrics
-from ptm_func.sweep import SweepError, grid, table
-from ptm_func.train import TrainConfig
+from ptm_func.errors import SweepError
+from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.files.records import read_metrics
+from ptm_func.runs.sweep import grid, table
+from ptm_func.training.config import TrainConfig
 
 runner = CliRunner()
 
@@ -244,10 +245,10 @@ def test_an_ensemble_needs_the_same_classes(small, image_folder, tmp_path):
 
 
 def test_a_sweep_that_cannot_save_rescues_its_members(small, tmp_path, monkeypatch):
-    import ptm_func.sweep
-    from ptm_func.checkpoint import CheckpointError
+    import ptm_func.runs.sweep
+    from ptm_func.errors import CheckpointError
 
-    save_runs = ptm_func.sweep.save_runs
+    save_runs = ptm_func.runs.sweep.save_runs
     folder = tmp_path / "sweep"
 
     def disk_full_in_the_folder(runs):
@@ -255,7 +256,7 @@ def test_a_sweep_that_cannot_save_rescues_its_members(small, tmp_path, monkeypat
             raise CheckpointError(f"cannot write checkpoint {folder}: No space left on device")
         return save_runs(runs)
 
-    monkeypatch.setattr(ptm_func.sweep, "save_runs", disk_full_in_the_folder)
+    monkeypatch.setattr(ptm_func.runs.sweep, "save_runs", disk_full_in_the_folder)
     result = invoke("sweep", "net", *small, "--lr", "0.01,0.02", "--epochs", "1", "--out", folder)
     assert result.exit_code == 1 and "Traceback" not in result.output
     rescue = Path(result.output.split("were saved to ")[1].split()[0])

@@ -5,11 +5,17 @@ from dataclasses import replace
 import pytest
 import torch
 
-from ptm_func import get_model, rng, tuning
-from ptm_func.baseline import book_training_loop
-from ptm_func.data import Dataset, Split, load_dataset
-from ptm_func.optim import SGD
-from ptm_func.train import TrainConfig, book_setup, compile_step, fit, make_train_step
+from ptm_func import get_model
+from ptm_func.data.dataset import Dataset, Split
+from ptm_func.data.sources import load_dataset
+from ptm_func.nets import rng
+from ptm_func.reports.baseline import book_training_loop
+from ptm_func.training import tuning
+from ptm_func.training.compiling import compile_step
+from ptm_func.training.config import TrainConfig, book_setup
+from ptm_func.training.loop import fit
+from ptm_func.training.optim import SGD
+from ptm_func.training.step import make_train_step
 
 
 def random_split(n: int, seed: int) -> Split:

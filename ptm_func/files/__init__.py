@@ -1,0 +1,6 @@
+"""The files a run leaves: checkpoints, training state for resuming, records, conversions.
+
+Owns safetensors checkpoints that load strictly into the book's modules (`checkpoint`), the
+training state saved beside them as one commit (`resume`), the run record (`records`),
+`.pt` <-> safetensors (`convert`), atomic writes (`atomic`) and finite JSON (`jsonio`).
+"""

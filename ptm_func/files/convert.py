@@ -1,0 +1,131 @@
+"""Convert between the book's `torch.save(model.state_dict())` .pt files and our .safetensors."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ptm_func.errors import CheckpointError
+from ptm_func.files import atomic
+from ptm_func.files.checkpoint import (
+    BLOCK_KEY,
+    FORMAT,
+    check_state_dict,
+    load_checkpoint,
+    read_safetensors,
+    save_checkpoint,
+)
+from ptm_func.nets.registry import Model, get_model
+
+
+def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Load a .pt state_dict safely (weights_only=True), unwrapping {"state_dict": ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no file at {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"{path} is not a loadable torch state_dict (truncated, corrupt or unsafe?): {err}"
+        ) from None
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
+        raise CheckpointError(f"{path} does not hold a state_dict (a dict of tensors)")
+    return dict(obj)
+
+
+def read_plain_safetensors(path: str | Path) -> dict[str, Tensor]:
+    """A state_dict saved with safetensors but without ptm_func's metadata (e.g. save_file)."""
+    tensors, metadata = read_safetensors(path)
+    if metadata.get("format") == FORMAT:
+        raise CheckpointError(f"{path} is a ptm_func checkpoint already; convert it to .pt, or copy it")
+    return tensors
+
+
+def infer_config(name: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
+    """Read n_chans1 / n_blocks / tied off a state_dict's shapes and keys for model `name`."""
+    config: dict[str, Any] = {}
+    if name != "net":
+        config["n_chans1"] = _conv1_channels(tensors)
+    if name == "resdeep":
+        blocks = sorted({int(m.group(1)) for k in tensors if (m := BLOCK_KEY.match(k))})
+        if blocks != list(range(len(blocks))):
+            shown = ", ".join(map(str, blocks[:3] + (["..."] if len(blocks) > 3 else [])))
+            raise CheckpointError(f"its resblocks are numbered {shown}, not 0..n-1")
+        config["n_blocks"] = len(blocks)
+        first, last = "resblocks.0.conv.weight", f"resblocks.{config['n_blocks'] - 1}.conv.weight"
+        # torch.save keeps the book's sharing; equal weights in different blocks mean tied too
+        config["tied"] = (
+            config["n_blocks"] > 1
+            and first in tensors
+            and last in tensors
+            and (
+                tensors[first].data_ptr() == tensors[last].data_ptr()
+                or torch.equal(tensors[first], tensors[last])
+            )
+        )
+    return config
+
+
+def _conv1_channels(tensors: dict[str, Tensor]) -> int:
+    """Output channels of conv1, which every chapter-8 model has as a 4-d weight."""
+    weight = tensors.get("conv1.weight")
+    if weight is None or weight.dim() != 4:
+        found = "no conv1.weight" if weight is None else f"conv1.weight of shape {tuple(weight.shape)}"
+        raise CheckpointError(f"it has {found}; every chapter-8 model has a 4-d conv1.weight")
+    return weight.shape[0]
+
+
+def infer_model_name(tensors: dict[str, Tensor]) -> str:
+    """Name the model a state_dict belongs to, or raise when its keys fit several."""
+    keys = set(tensors)
+    if any(k.startswith("resblocks.") for k in keys):
+        return "resdeep"
+    if "conv1_batchnorm.weight" in keys:
+        return "batchnorm"
+    if "conv3.weight" in keys:
+        candidates = ["depth", "res"]
+    elif "conv2.weight" in keys:
+        candidates = ["net", "width", "dropout"] if _conv1_channels(tensors) == 16 else ["width", "dropout"]
+    else:
+        raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
+    raise CheckpointError(f"the keys and shapes fit {' and '.join(candidates)} alike; say which with --model")
+
+
+def model_for_state_dict(tensors: dict[str, Tensor], name: str | None = None, **config: Any) -> Model:
+    """The model a state_dict belongs to: `name` (or inferred), config read off the shapes."""
+    name = name or infer_model_name(tensors)
+    model = get_model(name, **{**infer_config(name, tensors), **config})
+    check_state_dict(model, tensors, source="the state_dict")
+    return model
+
+
+def pt_to_safetensors(src: str | Path, dst: str | Path, name: str | None = None, **config: Any) -> Model:
+    """Convert a book .pt state_dict (or a plain .safetensors one) into a ptm_func checkpoint."""
+    tensors = read_plain_safetensors(src) if Path(src).suffix == ".safetensors" else read_pt_state_dict(src)
+    try:
+        model = model_for_state_dict(tensors, name, **config)
+    except CheckpointError as err:
+        raise CheckpointError(f"{src}: {err}") from None
+    params, state = model.split(tensors)
+    save_checkpoint(dst, model, params, state, {"converted_from": str(src)})
+    return model
+
+
+def safetensors_to_pt(src: str | Path, dst: str | Path, name: str | None = None) -> Model:
+    """Write a checkpoint as the book's `torch.save(model.state_dict())` file."""
+    ckpt = load_checkpoint(src, expect_model=name)
+    module = ckpt.model.module()
+    module.load_state_dict({**ckpt.params, **ckpt.state}, strict=True)
+    # the module's own state_dict: tied keys stay shared, as in the book's file
+    try:
+        atomic.atomic_write(dst, lambda tmp: torch.save(module.state_dict(), tmp))
+    except OSError as err:
+        raise CheckpointError(f"cannot write {dst}: {atomic.reason(err)}") from None
+    return ckpt.model

@@ -1,0 +1,122 @@
+"""Pure layers over explicit tensors: initialisers, batch norm with returned stats, keyed dropout.
+
+Initialisers reproduce torch.nn's default schemes and draw from an explicit generator in
+the same order as the nn.Module constructors, so `init(seed)` equals the module built after
+`torch.manual_seed(seed)`.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from ptm_func.nets import rng
+
+Params = dict[str, Tensor]
+State = dict[str, Tensor]
+
+BN_MOMENTUM = 0.1
+BN_EPS = 1e-5
+# state_dict entries that are carried state (BN buffers), not differentiated params
+STATE_SUFFIXES = (".running_mean", ".running_var", ".num_batches_tracked")
+
+
+def init_conv(
+    gen: torch.Generator, prefix: str, c_in: int, c_out: int, k: int = 3, *, bias: bool = True
+) -> Params:
+    """Init a Conv2d's weight (and bias) as torch.nn.Conv2d.reset_parameters does."""
+    weight = torch.empty(c_out, c_in, k, k)
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+    params = {f"{prefix}.weight": weight}
+    if bias:
+        bound = 1.0 / math.sqrt(c_in * k * k)
+        params[f"{prefix}.bias"] = torch.empty(c_out).uniform_(-bound, bound, generator=gen)
+    return params
+
+
+def init_linear(gen: torch.Generator, prefix: str, d_in: int, d_out: int) -> Params:
+    """Init a Linear layer as torch.nn.Linear.reset_parameters does."""
+    weight = torch.empty(d_out, d_in)
+    torch.nn.init.kaiming_uniform_(weight, a=math.sqrt(5), generator=gen)
+    bound = 1.0 / math.sqrt(d_in)
+    bias = torch.empty(d_out).uniform_(-bound, bound, generator=gen)
+    return {f"{prefix}.weight": weight, f"{prefix}.bias": bias}
+
+
+def init_batch_norm(prefix: str, channels: int, *, weight: float = 1.0) -> tuple[Params, State]:
+    """Init BatchNorm2d affine params and running stats (torch's defaults)."""
+    params = {
+        f"{prefix}.weight": torch.full((channels,), weight),
+        f"{prefix}.bias": torch.zeros(channels),
+    }
+    state = {
+        f"{prefix}.running_mean": torch.zeros(channels),
+        f"{prefix}.running_var": torch.ones(channels),
+        f"{prefix}.num_batches_tracked": torch.tensor(0, dtype=torch.int64),
+    }
+    return params, state
+
+
+def conv(params: Params, prefix: str, x: Tensor) -> Tensor:
+    """Apply a 3x3, padding-1 convolution (the only kind chapter 8 uses)."""
+    return F.conv2d(x, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"), padding=1)
+
+
+def linear(params: Params, prefix: str, x: Tensor) -> Tensor:
+    """Apply a fully connected layer."""
+    return F.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])
+
+
+def flatten(x: Tensor) -> Tensor:
+    """Flatten NCHW features in the order of the book's `.view(-1, C*H*W)`."""
+    return rearrange(x, "n c h w -> n (c h w)")
+
+
+def batch_norm(params: Params, state: State, prefix: str, x: Tensor, *, train: bool) -> tuple[Tensor, State]:
+    """Normalise NCHW `x`; in training, return updated running stats instead of mutating.
+
+    Follows torch.nn.BatchNorm2d: batch statistics with the biased variance for the output,
+    running_mean/var <- (1 - 0.1) * old + 0.1 * new with the *unbiased* batch variance,
+    num_batches_tracked += 1, eps 1e-5. With train=False the running stats normalise.
+    """
+    weight, bias = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+    mean_key, var_key = f"{prefix}.running_mean", f"{prefix}.running_var"
+    count_key = f"{prefix}.num_batches_tracked"
+    if not train:
+        y = F.batch_norm(x, state[mean_key], state[var_key], weight, bias, False, 0.0, BN_EPS)
+        return y, {k: state[k] for k in (mean_key, var_key, count_key)}
+
+    # The fused kernel, given no running stats, mutates nothing and returns the batch mean
+    # and 1/sqrt(var + eps), from which the running stats follow without another reduction.
+    y, mean, invstd = torch.native_batch_norm(x, weight, bias, None, None, True, 0.0, BN_EPS)
+    n = x.numel() // x.shape[1]
+    var = (invstd.detach().pow(-2) - BN_EPS) * (n / max(n - 1, 1))  # unbiased, as torch keeps it
+    new_state = {
+        mean_key: (1 - BN_MOMENTUM) * state[mean_key] + BN_MOMENTUM * mean.detach(),
+        var_key: (1 - BN_MOMENTUM) * state[var_key] + BN_MOMENTUM * var,
+        count_key: state[count_key] + 1,
+    }
+    return y, new_state
+
+
+def dropout2d(x: Tensor, p: float, *, train: bool, key: rng.KeyLike | None) -> Tensor:
+    """Zero whole NCHW channels with probability `p` (scaled by 1/(1-p)) when training.
+
+    The mask is a pure function of `key`: one key for the batch, or one key per sample (N,),
+    so that a sample's mask does not depend on the batch it is in (data-parallel shards);
+    training without a key raises.
+    """
+    if not train or p == 0.0:
+        return x
+    if key is None:
+        raise ValueError("dropout in training mode needs an explicit `key` (or seed)")
+    key = rng.key(key, x.device)
+    if key.dim() == 1 and key.shape[0] != x.shape[0]:
+        raise ValueError(f"{key.shape[0]} per-sample keys for a batch of {x.shape[0]}")
+    shape = (x.shape[1], 1, 1) if key.dim() == 1 else (x.shape[0], x.shape[1], 1, 1)
+    keep = rng.uniform(key, shape, dtype=x.dtype) >= p
+    return x * keep.to(x.dtype) * (1.0 / (1.0 - p))

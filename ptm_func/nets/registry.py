@@ -1,0 +1,172 @@
+"""Model registry: CLI names -> pure init/apply, nn.Module twin and config."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from ptm_func.catalog import MODEL_NAMES
+from ptm_func.errors import ModelConfigError, UnknownModelError
+from ptm_func.nets import models, modules
+from ptm_func.nets.layers import STATE_SUFFIXES, Params, State
+
+
+@dataclass(frozen=True)
+class _Spec:
+    init: Callable[..., tuple[Params, State]]
+    apply: Callable[..., tuple[Tensor, State]]
+    module: Callable[..., nn.Module]
+    defaults: dict[str, Any]
+    book_class: str
+    summary: str
+    apply_options: tuple[str, ...] = ()  # config entries that apply needs as keywords
+
+
+_SPECS: dict[str, _Spec] = {
+    "net": _Spec(
+        functools.partial(models.init_width, n_chans1=16),
+        models.apply_width,
+        modules.Net,
+        {},
+        "Net",
+        "two conv-tanh-pool stages (16, 8 channels) and two linear layers",
+    ),
+    "width": _Spec(
+        models.init_width,
+        models.apply_width,
+        modules.NetWidth,
+        {"n_chans1": 32},
+        "NetWidth",
+        "Net with n_chans1 channels in the first conv",
+    ),
+    "dropout": _Spec(
+        models.init_width,
+        models.apply_dropout,
+        modules.NetDropout,
+        {"n_chans1": 32},
+        "NetDropout",
+        "NetWidth with Dropout2d(p=0.4) after each pooling",
+    ),
+    "batchnorm": _Spec(
+        models.init_batchnorm,
+        models.apply_batchnorm,
+        modules.NetBatchNorm,
+        {"n_chans1": 32},
+        "NetBatchNorm",
+        "NetWidth with BatchNorm2d after each conv",
+    ),
+    "depth": _Spec(
+        models.init_depth,
+        models.apply_depth,
+        modules.NetDepth,
+        {"n_chans1": 32},
+        "NetDepth",
+        "three conv-relu-pool stages",
+    ),
+    "res": _Spec(
+        models.init_depth,
+        models.apply_res,
+        modules.NetRes,
+        {"n_chans1": 32},
+        "NetRes",
+        "NetDepth with a skip connection around conv3",
+    ),
+    "resdeep": _Spec(
+        models.init_resdeep,
+        models.apply_resdeep,
+        modules.NetResDeep,
+        {"n_chans1": 32, "n_blocks": 100, "tied": False},
+        "NetResDeep",
+        "n_blocks residual blocks (conv-BN-relu + skip); tied=True is the book's shared block",
+        apply_options=("n_blocks", "tied"),
+    ),
+}
+# Sizes a config may ask for: wide and deep enough for any experiment on 32x32 images, and
+# small enough that a crafted checkpoint or a typo cannot make ptm allocate without end.
+if tuple(_SPECS) != MODEL_NAMES:  # catalog.py names them for the CLI's help, without torch
+    raise ImportError(f"catalog.MODEL_NAMES {MODEL_NAMES} != the registry's {tuple(_SPECS)}")
+SIZE_LIMITS = {"n_chans1": (2, 1024), "n_blocks": (1, 10_000)}
+
+
+@dataclass(frozen=True)
+class Model:
+    """A chapter-8 network: pure `init`/`apply` plus its nn.Module twin, for one config."""
+
+    name: str
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def _spec(self) -> _Spec:
+        return _SPECS[self.name]
+
+    @property
+    def book_class(self) -> str:
+        return self._spec.book_class
+
+    @property
+    def summary(self) -> str:
+        return self._spec.summary
+
+    def init(self, seed: int | torch.Generator = 0, device=None) -> tuple[Params, State]:
+        """Build (params, state); equals the twin built after `torch.manual_seed(seed)`."""
+        gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
+        params, state = self._spec.init(gen, **self.config)
+        if device is not None:
+            params, state = _to(params, device), _to(state, device)
+        return params, state
+
+    def apply(self, params: Params, state: State, x: Tensor, *, train: bool, key=None):
+        """Run the network: `(logits, new_state)`; nothing given is mutated."""
+        options = {k: self.config[k] for k in self._spec.apply_options}
+        return self._spec.apply(params, state, x, train=train, key=key, **options)
+
+    def module(self) -> nn.Module:
+        """Build the book's nn.Module twin for this config (fresh default init)."""
+        return self._spec.module(**self.config)
+
+    @property
+    def aliases(self) -> dict[str, str]:
+        """Keys that share a tensor with another key (tied resdeep): alias -> canonical."""
+        if self.name != "resdeep":
+            return {}
+        return models.resdeep_aliases(self.config["n_blocks"], self.config["tied"])
+
+    def split(self, state_dict: dict[str, Tensor]) -> tuple[Params, State]:
+        """Split a twin's state_dict into (params, state), re-tying aliased keys."""
+        state_dict = models.retie(dict(state_dict), self.aliases)
+        params = {k: v for k, v in state_dict.items() if not k.endswith(STATE_SUFFIXES)}
+        state = {k: v for k, v in state_dict.items() if k.endswith(STATE_SUFFIXES)}
+        return params, state
+
+
+def get_model(name: str, **config: Any) -> Model:
+    """Look a model up by CLI name; `config` overrides its defaults (e.g. n_blocks=10)."""
+    if name not in _SPECS:
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+    spec = _SPECS[name]
+    unknown = set(config) - set(spec.defaults)
+    if unknown:
+        allowed = ", ".join(spec.defaults) or "none"
+        raise ModelConfigError(f"{name} takes no option {sorted(unknown)}; its options: {allowed}")
+    config = {**spec.defaults, **config}
+    for key, (low, high) in SIZE_LIMITS.items():
+        value = config.get(key, low)
+        if type(value) is not int or not low <= value <= high:
+            raise ModelConfigError(f"{key} must be an integer in {low}..{high:,}, got {value!r}")
+    if type(config.get("tied", False)) is not bool:
+        raise ModelConfigError(f"tied must be true or false, got {config['tied']!r}")
+    return Model(name, config)
+
+
+def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:
+    """Move a dict of tensors, keeping shared tensors shared."""
+    moved: dict[int, Tensor] = {}
+    for v in tensors.values():
+        if id(v) not in moved:
+            moved[id(v)] = v.to(device)
+    return {k: moved[id(v)] for k, v in tensors.items()}

@@ -1,0 +1,58 @@
+"""The book's model comparison: train several variants on the same data and seed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from ptm_func.data.dataset import Dataset
+from ptm_func.reports.summary import parameter_summary
+from ptm_func.training.config import book_setup
+from ptm_func.training.loop import fit
+from ptm_func.training.state import EpochStats, TrainState
+
+
+@dataclass(frozen=True)
+class ComparisonRow:
+    variant: str
+    book_class: str
+    params: int
+    train_accuracy: float | None  # None when the training diverged
+    val_accuracy: float | None
+    seconds: float
+    history: list[dict[str, Any]]  # EpochStats per epoch, as dicts
+    diverged_in: int | None = None  # the epoch whose loss went NaN or infinite
+
+
+def compare(
+    names: Sequence[str],
+    data: Dataset,
+    overrides: dict[str, Any] | None = None,
+    *,
+    on_start: Callable[[str], None] | None = None,
+    on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> list[ComparisonRow]:
+    """Train each variant with the book's settings plus `overrides`; one row per variant."""
+    rows = []
+    for name in names:
+        model, config = book_setup(name, **dict(overrides or {}))
+        if on_start is not None:
+            on_start(name)
+        t0 = time.perf_counter()
+        result = fit(model, data, config, on_epoch=on_epoch, on_step=on_step)
+        rows.append(
+            ComparisonRow(
+                name,
+                model.book_class,
+                parameter_summary(model)["total"],
+                result.train_accuracy,
+                result.val_accuracy,
+                time.perf_counter() - t0,
+                [asdict(stats) for stats in result.history],
+                result.diverged_in,
+            )
+        )
+    return rows

@@ -1,0 +1,119 @@
+"""Which step `fit` runs: compiled where it pays (with fallbacks), for one model, K members or one rank."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ptm_func.nets.registry import Model
+from ptm_func.training import tuning
+from ptm_func.training.config import TrainConfig
+from ptm_func.training.distributed import World, data_parallel_step
+from ptm_func.training.fallback import FallbackStep
+from ptm_func.training.members import member_loop, uses_vmap
+from ptm_func.training.step import make_gradients, make_step, make_update
+
+# On a 2-core CPU the compiled Net step ran ~1.4x faster than the eager torch.func step
+# (1.7 vs 2.4 s/epoch) after 10-40 s of compilation: it pays from about 20 epochs.
+CPU_COMPILE_EPOCHS = 20
+# ...but not for these, whose compiled step is no faster than their eager one on a 2-core CPU
+# (benchmarks/train_speed.py): batchnorm (13-18 vs 15-16 ms a step, the order flipping between
+# runs) and resdeep, whose time is its convolutions (100 blocks: 1.21x vs 1.16x the book's loop,
+# after 85 s of compiling).
+CPU_EAGER_MODELS = frozenset({"batchnorm", "resdeep"})
+
+
+def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> FallbackStep:
+    """torch.compile the whole step (outside the torch.func transforms), static shapes.
+
+    Should compiling or capturing fail, the step falls back - reduce-overhead, the default
+    mode, eager - with one line on stderr (fallback.py); its results stay the eager step's.
+    """
+    if mode is None and device.type == "cuda":
+        mode = "reduce-overhead"
+    modes = [mode or "default"] + ([] if mode in (None, "default") else ["default"])
+    compiled = [(f"compiled ({m})", compile_once(step, device, m)) for m in modes]
+    return FallbackStep([*compiled, ("eager", step)])
+
+
+def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
+    """torch.compile `step` in one mode; reduce-overhead marks each call as a new CUDA-graph step."""
+    # Every model compiles its own graph of this one function: ptm compare (8 models) or a
+    # benchmark would pass dynamo's default limit of 8 and silently run the rest eagerly.
+    torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    options = tuning.compile_options(device, mode)
+    if options is None:
+        compiled = torch.compile(step, mode=mode, dynamic=False)
+    else:  # torch.compile takes a mode or options; these options are the default mode's
+        compiled = torch.compile(step, dynamic=False, options=options)
+    if mode != "reduce-overhead":
+        return compiled
+
+    def graphed_step(*args):
+        # Each call is a new iteration: the previous outputs (now our inputs) are copied into
+        # the graph's static inputs, so the CUDA-graph pool does not grow step after step.
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args)
+
+    return graphed_step
+
+
+def build_step(
+    model: Model, config: TrainConfig, device: torch.device, *, members_hyper: dict[str, Any] | None = None
+) -> Callable:
+    """The train step `fit` runs, compiled where it pays; for K members given their `hyper`,
+    one step over all of them (their tensors stacked along dim 0).
+
+    Members run vmapped (their differing hyperparameters batched, the shared floats passed
+    through) or one after the other through the single step (see TrainConfig.members_vmap).
+    `config.compile=None`: see will_compile.
+    Compilation wraps the torch.func transforms, never the other way round.
+    """
+    step = make_step(model, nesterov=config.nesterov)
+    compiling = will_compile(config, device, model.name)
+    if members_hyper is None:
+        return compile_step(step, device, config.compile_mode) if compiling else step
+    if uses_vmap(config, device):
+        hyper_dims = {k: 0 if isinstance(v, Tensor) else None for k, v in members_hyper.items()}
+        step = torch.func.vmap(step, in_dims=(0, 0, 0, hyper_dims, 0, 0, 0), randomness="different")
+        return compile_step(step, device, config.compile_mode) if compiling else step
+    # CUDA graphs would overwrite one member's outputs with the next one's: plain compile
+    mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
+    return member_loop(compile_step(step, device, mode) if compiling else step)
+
+
+def build_data_parallel_step(
+    model: Model, config: TrainConfig, device: torch.device, world: World
+) -> Callable:
+    """One rank's step: its gradients, one all-reduce, the update (see distributed.py).
+
+    The all-reduce sits between two compiled parts (the gradients, the update), compiled in the
+    default mode: no CUDA graphs around a collective.
+    """
+    gradients, update = make_gradients(model), make_update(model, nesterov=config.nesterov)
+    if will_compile(config, device, model.name):
+        mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
+        gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
+    step = data_parallel_step(gradients, update, world)
+    step.fallbacks = (gradients, update)  # where fallback_events finds what fell back
+    return step
+
+
+def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
+    """Does `fit` train on channels-last images? As asked, else on CPU (tuning.py)."""
+    if config.channels_last is not None:
+        return config.channels_last
+    return tuning.channels_last_default(device)
+
+
+def will_compile(config: TrainConfig, device: torch.device, model_name: str) -> bool:
+    """Does `fit` compile `model_name`'s step? As asked; else on CUDA always, and on CPU from
+    CPU_COMPILE_EPOCHS epochs for the models where it pays (not CPU_EAGER_MODELS)."""
+    if config.compile is not None:
+        return config.compile
+    if device.type == "cuda":
+        return True
+    return config.epochs >= CPU_COMPILE_EPOCHS and model_name not in CPU_EAGER_MODELS

@@ -1,0 +1,297 @@
+"""Training with torch.func: a pure train step, its compiled form, and the epoch loop."""
+
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ptm_func.data.dataset import Dataset
+from ptm_func.nets import rng
+from ptm_func.nets.registry import Model
+from ptm_func.training import tuning
+from ptm_func.training.compiling import build_data_parallel_step, build_step, uses_channels_last, will_compile
+from ptm_func.training.config import TrainConfig, step_hyperparameters
+from ptm_func.training.distributed import World, shard
+from ptm_func.training.evaluate import evaluate, evaluate_book_style, validation_accuracy
+from ptm_func.training.fallback import fallback_events
+from ptm_func.training.members import check_members, stack, unstack
+from ptm_func.training.state import (
+    EpochStats,
+    TrainResult,
+    TrainState,
+    init_members,
+    init_train_state,
+    member_state,
+    peak_memory,
+    snapshot,
+)
+
+
+def validation_key(base_key: Tensor, epoch: int) -> Tensor:
+    """Dropout key of the train-mode validation after `epoch`; train steps use fold_in(base, step >= 0)."""
+    return rng.fold_in(rng.fold_in(base_key, -2), epoch)
+
+
+def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:
+    """The sample order of one epoch: a permutation seeded by (seed, epoch), or 0..n-1."""
+    if not shuffle:
+        return torch.arange(n, device=device)
+    gen = torch.Generator().manual_seed(int(rng.fold_in(seed, epoch)))
+    return torch.randperm(n, generator=gen).to(device)
+
+
+def fit(
+    model: Model,
+    data: Dataset,
+    config: TrainConfig | Sequence[TrainConfig],
+    *,
+    start: TrainState | None = None,
+    on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+    stop_requested: Callable[[], bool] | None = None,
+    world: World | None = None,
+) -> TrainResult:
+    """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
+
+    K members train in lockstep on stacked tensors (one vmapped step, or the single step member
+    after member: TrainConfig.members_vmap); member r is the run its config alone would make:
+    its own seed (init, data order, dropout keys) and hyperparameters, and a member whose loss
+    turns NaN stops alone. `start` resumes a saved TrainState (stacked for members);
+    `on_step(step, n_steps)` sees each step (host-side only, no sync); `stop_requested` is
+    polled after every step and ends the run early (result.interrupted, no evaluation) with
+    the state to save. A loss that turns NaN or infinite ends a run at its last finite state.
+    In a `world` of several ranks (one run) each rank trains its slice of every global batch
+    (see distributed.py); every rank returns the same result, and they stop at the same step.
+    """
+    members = not isinstance(config, TrainConfig)
+    configs = list(config) if members else [config]
+    check_members(configs)
+    lead = configs[0]
+    device = data.train.images.device
+    # the steps' images; evaluation reads `data` as given, as `ptm eval` will
+    train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device))
+    if device.type == "cpu":
+        tuning.tune_allocator()
+    if start is None:
+        start = init_members(model, configs, device) if members else init_train_state(model, lead, device)
+    hyper = step_hyperparameters(configs, device)
+    if world is not None and (members or lead.eval_train_mode):
+        raise ValueError("several ranks train one run in eval-mode validation (no members, no book quirks)")
+
+    def make(config: TrainConfig) -> Callable:
+        if world is not None:
+            return build_data_parallel_step(model, config, device, world)
+        return build_step(model, config, device, members_hyper=hyper if members else None)
+
+    step = make(lead)
+    # The epoch's last, smaller batch (10,000 = 156 x 64 + 16) runs eagerly: compiling a second
+    # graph for it doubled the compile time, for one step in 157.
+    partial_step = make(replace(lead, compile=False)) if will_compile(lead, device, model.name) else step
+    seeds = [c.seed for c in configs]
+    base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    n = len(data.train)
+    n_batches = math.ceil(n / lead.batch_size)
+    ts = start
+    result = TrainResult(ts, configs, members)
+    started = time.perf_counter()
+    params, state, opt_state = ts.params, ts.state, ts.opt_state
+    last_good = snapshot(ts)  # where a diverged run goes back to
+    while ts.epoch < lead.epochs:
+        t0 = time.perf_counter()
+        # (n,) or (K, n): each member's own sample order, as its separate run draws it
+        orders = [epoch_order(s, ts.epoch, n, lead.shuffle, device) for s in seeds]
+        order = torch.stack(orders) if members else orders[0]
+        # one key per sample, from (seed, global step, position in the batch): resumable,
+        # reproducible, and a sample's dropout mask does not depend on how the batch is split
+        steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
+        step_keys = rng.fold_in(base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
+        positions = torch.arange(lead.batch_size, device=device)
+        keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
+        loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
+        correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
+        stop = False
+        for i in range(ts.step_in_epoch, n_batches):
+            idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
+            step_keys_i = keys[..., i, : idx.shape[-1]]
+            run = step if idx.shape[-1] == lead.batch_size else partial_step
+            if world is None:
+                params, state, opt_state, metrics = run(
+                    params,
+                    state,
+                    opt_state,
+                    hyper,
+                    train_images[idx],
+                    data.train.labels[idx],
+                    step_keys_i,
+                )
+                stop = i + 1 < n_batches and stop_requested is not None and stop_requested()
+            else:  # this rank's slice of the global batch; the ranks vote on stopping
+                mine = shard(idx.shape[0], world)
+                params, state, opt_state, metrics = run(
+                    params,
+                    state,
+                    opt_state,
+                    hyper,
+                    train_images[idx[mine]],
+                    data.train.labels[idx[mine]],
+                    step_keys_i[mine],
+                    idx.shape[0],
+                    stop_requested is not None and stop_requested(),
+                )
+                stop = metrics["stop"]
+            loss_sum += metrics["loss"]
+            correct += metrics["correct"]
+            if on_step is not None:
+                on_step(i + 1, n_batches)
+            if i + 1 < n_batches and stop:
+                ts = TrainState(
+                    params, state, opt_state, ts.epoch, i + 1, loss_sum.tolist(), correct.tolist()
+                )
+                result.train_state, result.interrupted = ts, True
+                _note_divergence(result, loss_sum, ts.epoch + 1, last_good)
+                return _finish(result, started, step, device)
+        if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
+            return _finish(result, started, step, device)
+        # the epoch's one host sync
+        losses = (loss_sum.double() / n_batches).tolist()
+        running = (correct.double() / n).tolist()
+        seconds = time.perf_counter() - t0
+        steps_run = n_batches - ts.step_in_epoch
+        ts = result.train_state = TrainState(
+            params,
+            state,
+            opt_state,
+            ts.epoch + 1,
+            0,
+            _zeros(members, len(configs)),
+            _zeros(members, len(configs), int),
+        )
+        last_good = snapshot(ts)
+        stats = EpochStats(
+            ts.epoch,
+            lead.epochs,
+            losses,
+            running,
+            seconds,
+            len(configs) * steps_run * lead.batch_size / seconds,
+        )
+        if lead.validates_after(ts.epoch):
+            stats.val_accuracy = _validation(model, ts, data, configs, members, base_keys)
+        if members:
+            stats.members = {
+                "loss": losses,
+                "train_accuracy_running": running,
+                "val_accuracy": stats.val_accuracy or [None] * len(configs),
+            }
+            finite = [r for r in range(len(configs)) if r not in result.diverged]
+            stats.loss = statistics.fmean(losses[r] for r in finite)
+            stats.train_accuracy_running = statistics.fmean(running[r] for r in finite)
+            vals = stats.val_accuracy
+            stats.val_accuracy = None if vals is None else statistics.fmean(vals[r] for r in finite)
+        result.history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats, ts)
+        if world is None and stop_requested is not None:  # a signal during validation
+            stop = stop_requested()
+        if stop and ts.epoch < lead.epochs:
+            result.interrupted = True
+            return _finish(result, started, step, device)
+    _final_evaluation(model, result, data, base_keys)
+    result.peak_memory_bytes = peak_memory(device)
+    return _finish(result, started, step, device)
+
+
+def _finish(result: TrainResult, started: float, step: Callable, device: torch.device) -> TrainResult:
+    if device.type == "cuda":
+        # CUDA-graph outputs live in a pool the next replay of any graph may overwrite (another
+        # model's, in ptm compare): the result must own its tensors
+        result.train_state = snapshot(result.train_state)
+    result.seconds = time.perf_counter() - started
+    result.fallbacks = fallback_events(step)
+    return result
+
+
+def _zeros(members: bool, k: int, kind=float):
+    return [kind(0)] * k if members else kind(0)
+
+
+def _note_divergence(result: TrainResult, loss_sum: Tensor, epoch: int, last_good: TrainState) -> bool:
+    """Record members whose loss turned NaN or infinite (with their last finite state).
+
+    Members are independent under vmap, so the others train on; True once every member has
+    diverged, with the run rolled back to `last_good`.
+    """
+    finite = torch.isfinite(loss_sum).reshape(-1).tolist()
+    for r, ok in enumerate(finite):
+        if not ok and r not in result.diverged:
+            member = member_state(last_good, r, result.configs[r]) if result.members else last_good
+            result.diverged[r] = (epoch, member)
+    if len(result.diverged) < len(finite):
+        return False
+    result.train_state = last_good
+    return True
+
+
+def _member_views(ts: TrainState, members: bool, k: int):
+    """(params, state) of each member (views into the stacked tensors)."""
+    if not members:
+        return [(ts.params, ts.state)]
+    return [(unstack(ts.params, r), unstack(ts.state, r)) for r in range(k)]
+
+
+def _validation(model, ts, data, configs, members, base_keys) -> float | list[float]:
+    views = _member_views(ts, members, len(configs))
+    keys = base_keys if members else base_keys.unsqueeze(0)
+    accuracies = [
+        validation_accuracy(model, params, state, data.val, c, key=validation_key(key, ts.epoch))
+        for (params, state), c, key in zip(views, configs, keys, strict=True)
+    ]
+    return accuracies if members else accuracies[0]
+
+
+def _final_evaluation(model: Model, result: TrainResult, data: Dataset, base_keys: Tensor) -> None:
+    """Train and val accuracy of every member (the book's train-mode validate() with quirks)."""
+    configs, members = result.configs, result.members
+    views = _member_views(result.train_state, members, len(configs))
+    for r, (_, last_finite) in result.diverged.items():  # judged by the weights they keep
+        views[r] = (last_finite.params, last_finite.state)
+    keys = base_keys if members else base_keys.unsqueeze(0)
+    train, val, states = [], [], []
+    for (params, state), config, key in zip(views, configs, keys, strict=True):
+        if config.eval_train_mode:
+            eval_key = rng.fold_in(key, -1)
+            acc, state = evaluate_book_style(
+                model, params, state, data.train, batch_size=config.batch_size, key=eval_key
+            )
+            train.append(acc)
+            acc, state = evaluate_book_style(
+                model, params, state, data.val, batch_size=config.batch_size, key=rng.fold_in(eval_key, 1)
+            )
+            val.append(acc)
+        else:
+            train.append(evaluate(model, params, state, data.train))
+            val.append(evaluate(model, params, state, data.val))
+        states.append(state)
+    if configs[0].eval_train_mode:  # validate() updated the BN running stats
+        result.train_state.state = stack(states) if members else states[0]
+    result.train_accuracy = train if members else train[0]
+    result.val_accuracy = val if members else val[0]
+
+
+def fit_ensemble(
+    model: Model, data: Dataset, config: TrainConfig, replicas: int, **kwargs: Any
+) -> TrainResult:
+    """`replicas` copies of one config, member r with seed config.seed + r, trained at once."""
+    if replicas < 1:
+        raise ValueError(f"replicas must be >= 1, got {replicas}")
+    return fit(model, data, [replace(config, seed=config.seed + r) for r in range(replicas)], **kwargs)
