@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ptm_func.catalog import TRAINABLE_NAMES
-from ptm_func.files import jsonio
-from ptm_func.reports.selfcheck import DEFAULT_TOLERANCE, NOISE_FACTOR, CheckReport, check
-from ptm_func.training.devices import resolve_device
+from ptm_func.catalog import DEFAULT_TOLERANCE, NOISE_FACTOR, TRAINABLE_NAMES
+from ptm_func.text import printable
+
+if TYPE_CHECKING:
+    from ptm_func.reports.selfcheck import CheckReport
 
 from .errors import UsageError, friendly_errors
 from .options import Device, NBlocks, Tied
-from ptm_func.text import printable
 
 
 def check_command(
@@ -48,6 +47,10 @@ def check_command(
 
     Example: ptm check all --device cuda --json
     """
+    from ptm_func.files import jsonio
+    from ptm_func.reports.selfcheck import check
+    from ptm_func.training.devices import resolve_device
+
     with friendly_errors():
         if model != "all" and model not in TRAINABLE_NAMES:
             raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(TRAINABLE_NAMES)}, all")
@@ -79,6 +82,11 @@ def check_command(
 
 
 def show(report: CheckReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ptm_func.reports.selfcheck import NOISE_FACTOR
+
     table = Table(
         title=f"{report.model} on {report.device} (torch {report.torch_version}): "
         f"{report.steps} steps of {report.batch_size} random images against eager"

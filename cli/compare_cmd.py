@@ -8,22 +8,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from ptm_func.catalog import OUTPUTS, TRAINABLE_NAMES
-from ptm_func.data.sources import load_dataset
-from ptm_func.files import jsonio
-from ptm_func.files.atomic import check_writable
-from ptm_func.reports.compare import compare as run_comparison
-from ptm_func.reports.plot import PlotUnavailable, comparison_chart, learning_curves_grid
-from ptm_func.training.config import book_setup
-from ptm_func.training.devices import resolve_device
+from ptm_func.text import printable
 
 from .errors import UsageError, friendly_errors
 from .options import Classes, DataSource, Device, note, parse_classes
 from .progress import TrainingProgress
-from ptm_func.text import printable
 
 
 def compare(
@@ -56,25 +47,14 @@ def compare(
     Example: ptm compare net width l2 --epochs 20
     """
     with friendly_errors():
-        variants = list(models or TRAINABLE_NAMES)
-        unknown = [n for n in variants if n not in TRAINABLE_NAMES]
-        if unknown:
-            raise UsageError(f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}")
-        if epochs is not None and epochs < 1:
-            raise UsageError(f"--epochs must be >= 1, got {epochs}")
-        overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
-        if book_quirks:
-            overrides.update(shuffle=False, eval_train_mode=True)
-        plans = []  # every variant's settings, checked before the first one trains
-        for name in variants:
-            options = dict(overrides)
-            if name == "resdeep" and resdeep_blocks is not None:
-                options["n_blocks"] = resdeep_blocks
-            try:
-                book_setup(name, **options)
-            except ValueError as err:
-                raise UsageError(f"{name}: {err}") from None
-            plans.append((name, options))
+        from ptm_func.data.sources import load_dataset
+        from ptm_func.files.atomic import check_writable
+        from ptm_func.reports.compare import plan_comparison
+        from ptm_func.training.devices import resolve_device
+
+        overrides, plans = plan_comparison(
+            list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks
+        )
         curves = chart.with_name(f"{chart.stem}-curves.png")
         if chart.suffix != ".png":
             raise UsageError(f"--chart must name a .png file, got {chart}")
@@ -94,19 +74,23 @@ def compare(
 
 def _train_all(plans, dataset) -> tuple[list, bool]:
     """Train the variants in turn; Ctrl-C keeps the rows that finished."""
+    from rich.console import Console
+
+    from ptm_func.reports.compare import compare as run_comparison
+
     console = Console(stderr=True)
     rows = []
     try:
         for name, options in plans:
-            progress = TrainingProgress(options.get("epochs", 100))
+            progress = TrainingProgress()
             console.print(f"[bold]{name}[/bold] ...", highlight=False)
-            with progress.running():
+            with progress.running(options.get("epochs", 100)):
                 rows += run_comparison(
                     [name],
                     dataset,
                     options,
-                    on_epoch=lambda s, ts, progress=progress: progress.on_epoch(s),
-                    on_step=progress.on_step,
+                    on_epoch=lambda s, ts, progress=progress: progress.epoch(s),
+                    on_step=progress.step,
                 )
     except KeyboardInterrupt:
         return rows, True
@@ -115,6 +99,13 @@ def _train_all(plans, dataset) -> tuple[list, bool]:
 
 def _report(rows, dataset, overrides, json_out: Path, chart: Path, curves: Path) -> bool:
     """Print the table, then write JSON, chart and curves; a failed write says so. True if any failed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ptm_func.errors import PlotUnavailable
+    from ptm_func.files import jsonio
+    from ptm_func.reports.plot import comparison_chart, learning_curves_grid
+
     source = printable(dataset.source)
     table = Table(title=f"chapter-8 comparison ({source}, seed {overrides.get('seed', 123)})")
     for column in ("variant", "book class", "params", "train acc", "val acc", "seconds"):

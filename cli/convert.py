@@ -6,8 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
-
 from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied
 
@@ -32,6 +30,8 @@ def convert(
 
     Example: ptm convert birds_vs_airplanes.pt net.safetensors --model net
     """
+    from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
+
     with friendly_errors():
         kinds = (src.suffix.lower(), dst.suffix.lower())
         if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors"), (".safetensors", ".safetensors")):

@@ -8,9 +8,7 @@ import traceback
 
 import typer
 
-from ptm_func import ModelConfigError, UnknownModelError
-from ptm_func.errors import ClassChoiceError, DeviceError
-
+from ptm_func import errors
 from ptm_func.text import printable
 
 # Set by the app callback (`ptm --debug ...`).
@@ -21,7 +19,7 @@ class UsageError(Exception):
     """A bad argument or option value (exit code 2)."""
 
 
-USAGE_ERRORS = (UsageError, UnknownModelError, ModelConfigError, DeviceError, ClassChoiceError)
+USAGE_ERRORS = (UsageError, *errors.USAGE_ERRORS)
 RUNTIME_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, PermissionError, RuntimeError, OSError)
 
 

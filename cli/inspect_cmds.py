@@ -6,19 +6,11 @@ from dataclasses import asdict
 from pathlib import Path
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ptm_func.data.dataset import BOOK_CLASSES
-from ptm_func.files import jsonio
-from ptm_func.files.checkpoint import ensemble_paths, load_checkpoint, load_ensemble
-from ptm_func.reports.predict import predict as predict_images
-from ptm_func.reports.summary import parameter_summary
-from ptm_func.training.devices import resolve_device
+from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
-from ptm_func.text import names, printable
 
 
 def info(
@@ -33,6 +25,13 @@ def info(
     Example: ptm info resdeep --n-blocks 10 --tied
     Example: ptm info runs/net-seed123.safetensors
     """
+    from rich.console import Console
+    from rich.table import Table
+
+    from ptm_func.files import jsonio
+    from ptm_func.files.checkpoint import load_checkpoint
+    from ptm_func.reports.summary import parameter_summary
+
     with friendly_errors():
         training = None
         if target.endswith(".safetensors") or Path(target).is_file():
@@ -95,6 +94,12 @@ def predict(
 
     Example: ptm predict runs/dropout-seed123-r0.safetensors --ensemble plane.jpg
     """
+    from ptm_func.data.dataset import BOOK_CLASSES
+    from ptm_func.files import jsonio
+    from ptm_func.files.checkpoint import ensemble_paths, load_ensemble
+    from ptm_func.reports.predict import predict as predict_images
+    from ptm_func.training.devices import resolve_device
+
     with friendly_errors():
         checkpoints = [p for p in inputs if p.suffix == ".safetensors"]
         images = inputs[len(checkpoints) :]

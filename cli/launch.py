@@ -13,14 +13,16 @@ import signal
 import sys
 import uuid
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
-from ptm_func.training.distributed import World, from_environment
+from ptm_func.text import printable
+
+if TYPE_CHECKING:
+    from ptm_func.training.distributed import World
 
 from .errors import UsageError
-from ptm_func.text import printable
 
 
 def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dict[str, Any]) -> int:
@@ -59,6 +61,8 @@ def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dic
 def world_or_launch(nproc: int) -> World | None:
     """The world this process runs in (printing only errors unless rank 0), after checking
     --nproc; with --nproc > 1 outside a world, the caller should start the workers."""
+    from ptm_func.training.distributed import from_environment
+
     world = from_environment()
     if world is not None:
         quiet_unless_main(world.rank)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from ptm_func import MODEL_NAMES, Model, get_model
+from ptm_func.catalog import MODEL_NAMES
 
 MODEL_HELP = f"Model name: {', '.join(MODEL_NAMES)}."
 
@@ -45,7 +45,17 @@ def note(message: str) -> None:
     typer.echo(f"ptm: note: {message}", err=True)
 
 
-def build_model(name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None) -> Model:
+def build_model(name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None):
     """Look up `name` with only the options the user actually gave."""
-    given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}
-    return get_model(name, **{k: v for k, v in given.items() if v is not None})
+    from ptm_func.nets.registry import get_model
+
+    return get_model(name, **optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied))
+
+
+def optional(**given):
+    """The options the user gave (None: not given, the library's default applies)."""
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def as_json_option(help: str):
+    return typer.Option(False, "--json", help=help)

@@ -7,8 +7,6 @@ from pathlib import Path
 import typer
 
 from ptm_func.errors import RecordError
-from ptm_func.files.records import METRICS_SUFFIX, find_metrics, read_metrics
-from ptm_func.reports.plot import PlotUnavailable, learning_curves
 
 from .errors import UsageError, friendly_errors
 
@@ -36,6 +34,9 @@ def plot(
 
     Example: ptm plot runs/net-seed123.safetensors runs/res-seed123.safetensors --out curves.png
     """
+    from ptm_func.files.records import METRICS_SUFFIX, find_metrics, read_metrics
+    from ptm_func.reports.plot import PlotUnavailable, learning_curves
+
     with friendly_errors():
         if out is not None and out.suffix != ".png":
             raise UsageError(f"--out must name a .png file, got {out}")

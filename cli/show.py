@@ -6,13 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.data.dataset import normalize
-from ptm_func.data.sources import load_dataset
-from ptm_func.files.atomic import check_writable
-from ptm_func.reports.conv_demo import conv_experiments
-from ptm_func.reports.plot import PlotUnavailable, image_grid
-from ptm_func.reports.predict import load_for_prediction
-
 from .errors import UsageError, friendly_errors
 from .options import DataSource, note
 
@@ -33,6 +26,13 @@ def conv(
 
     Example: ptm show conv --index 0 --data bundled --out conv.png
     """
+    from ptm_func.data.dataset import normalize
+    from ptm_func.data.sources import load_dataset
+    from ptm_func.files.atomic import check_writable
+    from ptm_func.reports.conv_demo import conv_experiments
+    from ptm_func.reports.plot import PlotUnavailable, image_grid
+    from ptm_func.reports.predict import load_for_prediction
+
     with friendly_errors():
         if (image is None) == (index is None):
             raise UsageError("give an IMAGE or --index N (not both)")

@@ -46,5 +46,9 @@ class SweepError(ValueError):
     """A sweep cannot be planned, resumed or saved; the message says why."""
 
 
+class PlotUnavailable(RuntimeError):
+    """matplotlib is not installed (the `plot` extra)."""
+
+
 # Errors in what the user asked for, as opposed to what happened while running.
 USAGE_ERRORS = (SettingsError, UnknownModelError, ModelConfigError, DeviceError, ClassChoiceError)

@@ -21,9 +21,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-import cli.signals
-import cli.training
 import ptm_func.files.resume as resume_module
+import ptm_func.runs.signals
+import ptm_func.runs.training
 from cli.main import app
 from ptm_func import NetBatchNorm, get_model
 from ptm_func.errors import CheckpointError
@@ -109,9 +109,9 @@ def test_compare_checks_every_output_before_training(option, value, code, needle
 
 def test_compare_keeps_the_table_when_the_json_cannot_be_written(two_classes, tmp_path, monkeypatch):
     """The disk went away between the check and the end: the table is printed, the JSON rescued."""
-    import cli.compare_cmd
+    import ptm_func.files.atomic
 
-    monkeypatch.setattr(cli.compare_cmd, "check_writable", lambda path, size: None)
+    monkeypatch.setattr(ptm_func.files.atomic, "check_writable", lambda path, size: None)
     (tmp_path / "taken.json").mkdir()
     result = invoke(
         "compare",
@@ -150,14 +150,14 @@ def test_a_full_disk_is_found_before_training(two_classes, tmp_path):
 
 def test_a_failed_final_save_goes_to_a_rescue_file(two_classes, tmp_path, monkeypatch):
     out = tmp_path / "net.safetensors"
-    save_run_for_real = cli.training.save_run
+    save_run_for_real = ptm_func.runs.training.save_run
 
     def disk_full_at_out(path, *args):
         if Path(path) == out:
             raise CheckpointError(f"cannot write checkpoint {out}: No space left on device")
         return save_run_for_real(path, *args)
 
-    monkeypatch.setattr(cli.training, "save_run", disk_full_at_out)
+    monkeypatch.setattr(ptm_func.runs.training, "save_run", disk_full_at_out)
     result = invoke("train", "net", *two_classes, "--epochs", "1", "--out", out, "--json")
     assert result.exit_code == 1, result.output
     summary = strict_json(result.stdout)
@@ -472,9 +472,9 @@ def test_seeds_out_of_range_are_usage_errors_before_loading(seed, two_classes):
 
 
 def test_a_bug_is_still_one_line(monkeypatch):
-    import cli.inspect_cmds
+    import ptm_func.reports.summary
 
-    monkeypatch.setattr(cli.inspect_cmds, "parameter_summary", lambda model: {}["no such key"])
+    monkeypatch.setattr(ptm_func.reports.summary, "parameter_summary", lambda model: {}["no such key"])
     result = invoke("info", "net")
     fails_cleanly(result, 1, "internal error (KeyError), please report")
 
@@ -594,8 +594,12 @@ def test_the_default_checkpoint_is_not_overwritten_by_another_run(two_classes, t
 
 def test_json_reports_an_interruption_and_positions_read_alike(two_classes, tmp_path, monkeypatch):
     """SIGTERM mid-run: JSON on stdout says where; the resume line names the same position."""
-    init = cli.signals.StopOnSignal.__init__
-    monkeypatch.setattr(cli.signals.StopOnSignal, "__init__", lambda self: setattr(self, "signal", 15))
+    init = ptm_func.runs.signals.StopOnSignal.__init__
+    monkeypatch.setattr(
+        ptm_func.runs.signals.StopOnSignal,
+        "__init__",
+        lambda self, say=None: setattr(self, "signal", 15) or setattr(self, "say", say),
+    )
     out = tmp_path / "n.safetensors"
     result = invoke(
         "train", "net", *two_classes, "--epochs", "3", "--batch-size", "16", "--out", out, "--json"
@@ -604,14 +608,14 @@ def test_json_reports_an_interruption_and_positions_read_alike(two_classes, tmp_
     summary = strict_json(result.stdout)
     assert summary["interrupted_at"] == {"epoch": 1, "step": 1}
     assert "interrupted at epoch 1, step 1;" in result.stderr
-    monkeypatch.setattr(cli.signals.StopOnSignal, "__init__", init)
+    monkeypatch.setattr(ptm_func.runs.signals.StopOnSignal, "__init__", init)
     resumed = invoke("train", "net", "--resume", out)
     assert resumed.exit_code == 0 and "from epoch 1, step 1 on" in resumed.output
     assert [line["epoch"] for line in read_metrics(out.with_name("n.metrics.jsonl"))] == [1, 2, 3]
 
 
 def test_compiling_runs_say_so(two_classes, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli.training, "will_compile", lambda config, device, name: True)
+    monkeypatch.setattr(ptm_func.runs.training, "will_compile", lambda config, device, name: True)
     result = invoke("train", "net", *two_classes, "--epochs", "1", "--out", tmp_path / "n.safetensors")
     assert result.exit_code == 0 and "compiling the train step" in result.stderr
     from ptm_func.training.compiling import will_compile

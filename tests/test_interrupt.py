@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import cli.signals
-import cli.training
+import ptm_func.runs.signals
+import ptm_func.runs.training
 from cli.main import app
 from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.files.records import read_metrics
@@ -107,18 +107,18 @@ def test_kill_9_after_a_periodic_save_resumes_without_duplicate_epochs(
 ):
     """Checkpoint at epoch 4, killed after epoch 5's line: epoch 5 runs again, recorded once."""
     out = tmp_path / "killed.safetensors"
-    log_epoch = cli.training._Record.log_epoch
+    log_epoch = ptm_func.runs.training.WarningRecord.log_epoch
 
     def dies_after_epoch_5(self, stats):
         log_epoch(self, stats)
         if stats.epoch == 5:
             raise Killed
 
-    monkeypatch.setattr(cli.training._Record, "log_epoch", dies_after_epoch_5)
+    monkeypatch.setattr(ptm_func.runs.training.WarningRecord, "log_epoch", dies_after_epoch_5)
     runner = CliRunner()
     with pytest.raises(Killed):
         runner.invoke(app, [*run_args(image_folder, out), "--checkpoint-every", "4"], catch_exceptions=False)
-    monkeypatch.setattr(cli.training._Record, "log_epoch", log_epoch)  # the kill is over
+    monkeypatch.setattr(ptm_func.runs.training.WarningRecord, "log_epoch", log_epoch)  # the kill is over
     assert load_checkpoint(out).training["progress"]["epoch"] == 4
     assert [line["epoch"] for line in read_metrics(out.with_name("killed.metrics.jsonl"))] == [1, 2, 3, 4, 5]
 

@@ -7,7 +7,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.data.dataset import Dataset
+from ptm_func.errors import SettingsError
 from ptm_func.reports.summary import parameter_summary
 from ptm_func.training.config import book_setup
 from ptm_func.training.loop import fit
@@ -56,3 +58,35 @@ def compare(
             )
         )
     return rows
+
+
+def plan_comparison(
+    variants: Sequence[str],
+    epochs: int | None = None,
+    seed: int | None = None,
+    resdeep_blocks: int | None = None,
+    book_quirks: bool = False,
+) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
+    """The shared overrides and each variant's settings, all checked before the first one trains.
+
+    Raises SettingsError for an unknown variant or a setting one of them cannot take.
+    """
+    unknown = [n for n in variants if n not in TRAINABLE_NAMES]
+    if unknown:
+        raise SettingsError(f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}")
+    if epochs is not None and epochs < 1:
+        raise SettingsError(f"--epochs must be >= 1, got {epochs}")
+    overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+    if book_quirks:
+        overrides.update(shuffle=False, eval_train_mode=True)
+    plans = []
+    for name in variants:
+        options = dict(overrides)
+        if name == "resdeep" and resdeep_blocks is not None:
+            options["n_blocks"] = resdeep_blocks
+        try:
+            book_setup(name, **options)
+        except ValueError as err:
+            raise SettingsError(f"{name}: {err}") from None
+        plans.append((name, options))
+    return overrides, plans

@@ -9,11 +9,8 @@ from typing import Any
 
 import torch
 
+from ptm_func.errors import PlotUnavailable
 from ptm_func.reports.compare import ComparisonRow
-
-
-class PlotUnavailable(RuntimeError):
-    """matplotlib is not installed."""
 
 
 def pyplot():

@@ -16,17 +16,13 @@ from dataclasses import dataclass, field, replace
 
 import torch
 
+from ptm_func.catalog import DEFAULT_TOLERANCE, NOISE_FACTOR
 from ptm_func.data.dataset import Dataset, Split
 from ptm_func.training.compiling import uses_channels_last
 from ptm_func.training.config import book_setup
 from ptm_func.training.loop import fit
 from ptm_func.training.state import TrainResult
 
-DEFAULT_TOLERANCE = 1e-3  # compiled vs eager after 3 steps: 1e-5 to 2e-4 on CPU (rounding)
-# ...but deep nets amplify rounding: resdeep's 100 blocks differ by 3e-4 between two correct
-# eager runs (NCHW vs channels-last images) and 2e-3 between 1 and 2 threads. The tolerance is
-# at least this many times the difference of two such eager runs, measured in each check.
-NOISE_FACTOR = 20
 NOISE_CAP = 0.05  # ...up to here: a broken layout path must not excuse everything else
 
 

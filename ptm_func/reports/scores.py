@@ -1,0 +1,57 @@
+"""`ptm eval`: train and val accuracy of checkpoints (eval mode), and of their ensemble."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ptm_func.catalog import OUTPUTS
+from ptm_func.data.sources import load_dataset
+from ptm_func.files.checkpoint import load_ensemble
+from ptm_func.research.ensemble import ensemble_accuracy
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.evaluate import evaluate
+
+
+def score_checkpoints(
+    paths: Sequence[str | Path],
+    data: str | Path | None = None,
+    classes: list[str] | None = None,
+    device: str = "auto",
+    *,
+    notify: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One checkpoint's accuracies, or each member's and the ensemble's (argmax of the mean of
+    their probabilities). Default data and classes: those the first checkpoint was trained on."""
+    dev = resolve_device(device)
+    loaded = load_ensemble(list(paths), dev)
+    first = loaded[0].training
+    source = data or first.get("data") or first.get("data_dir")
+    dataset = load_dataset(source, classes or first.get("classes"), dev, notify=notify, n_classes=OUTPUTS)
+    if len(loaded) == 1:
+        ckpt = loaded[0]
+        return {
+            "checkpoint": str(paths[0]),
+            "model": ckpt.model.name,
+            "config": ckpt.model.config,
+            "data": dataset.source,
+            "train_accuracy": evaluate(ckpt.model, ckpt.params, ckpt.state, dataset.train),
+            "val_accuracy": evaluate(ckpt.model, ckpt.params, ckpt.state, dataset.val),
+        }
+    members = [(c.model, c.params, c.state) for c in loaded]
+    train, val = ensemble_accuracy(members, dataset.train), ensemble_accuracy(members, dataset.val)
+    return {
+        "data": dataset.source,
+        "members": [
+            {
+                "checkpoint": str(path),
+                "model": c.model.name,
+                "config": c.model.config,
+                "train_accuracy": train["members"][r],
+                "val_accuracy": val["members"][r],
+            }
+            for r, (path, c) in enumerate(zip(paths, loaded, strict=True))
+        ],
+        "ensemble": {"train_accuracy": train["ensemble"], "val_accuracy": val["ensemble"]},
+    }
