@@ -1,4 +1,4 @@
-"""Training with torch.func: a pure train step, its compiled form, and the epoch loop."""
+"""The one training loop, `fit`: one run, K members in lockstep, or one rank of several."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -47,6 +47,32 @@ def epoch_order(seed: int, epoch: int, n: int, shuffle: bool, device) -> Tensor:
     return torch.randperm(n, generator=gen).to(device)
 
 
+@dataclass
+class _Epochs:
+    """What one `fit` call fixes before its first step: the steps, the data and the keys."""
+
+    model: Model
+    data: Dataset
+    configs: list[TrainConfig]
+    members: bool  # K members stacked along dim 0, or one run
+    world: World | None
+    train_images: Tensor  # in the steps' memory layout
+    hyper: dict[str, Any]  # the steps' hyperparameter input
+    step: Callable  # full batches
+    partial_step: Callable  # the epoch's last, smaller batch
+    base_keys: Tensor  # (K,) or one key: each member's seed as a key
+    on_step: Callable[[int, int], None] | None
+    stop_requested: Callable[[], bool] | None
+
+    @property
+    def lead(self) -> TrainConfig:
+        return self.configs[0]
+
+    @property
+    def n_batches(self) -> int:
+        return math.ceil(len(self.data.train) / self.lead.batch_size)
+
+
 def fit(
     model: Model,
     data: Dataset,
@@ -73,17 +99,62 @@ def fit(
     members = not isinstance(config, TrainConfig)
     configs = list(config) if members else [config]
     check_members(configs)
-    lead = configs[0]
     device = data.train.images.device
+    if start is None:
+        start = (
+            init_members(model, configs, device) if members else init_train_state(model, configs[0], device)
+        )
+    if world is not None and (members or configs[0].eval_train_mode):
+        raise ValueError("several ranks train one run in eval-mode validation (no members, no book quirks)")
+    run = _prepare(model, data, configs, members, world, on_step, stop_requested)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    ts = start
+    result = TrainResult(ts, configs, members)
+    started = time.perf_counter()
+    last_good = snapshot(ts)  # where a diverged run goes back to
+    while ts.epoch < run.lead.epochs:
+        t0 = time.perf_counter()
+        params, state, opt_state, loss_sum, correct, stopped_at, vote = _train_epoch(run, ts)
+        if stopped_at is not None:
+            ts = TrainState(
+                params, state, opt_state, ts.epoch, stopped_at, loss_sum.tolist(), correct.tolist()
+            )
+            result.train_state, result.interrupted = ts, True
+            _note_divergence(result, loss_sum, ts.epoch + 1, last_good)
+            return _finish(result, started, run.step, device)
+        if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
+            return _finish(result, started, run.step, device)
+        # the epoch's one host sync
+        losses = (loss_sum.double() / run.n_batches).tolist()
+        running = (correct.double() / len(data.train)).tolist()
+        seconds = time.perf_counter() - t0
+        steps_run = run.n_batches - ts.step_in_epoch
+        zeros = _zeros(members, len(configs)), _zeros(members, len(configs), int)
+        ts = result.train_state = TrainState(params, state, opt_state, ts.epoch + 1, 0, *zeros)
+        last_good = snapshot(ts)
+        stats = _epoch_stats(run, ts, result, losses, running, seconds, steps_run)
+        result.history.append(stats)
+        if on_epoch is not None:
+            on_epoch(stats, ts)
+        if world is None and stop_requested is not None:  # a signal during validation
+            vote = stop_requested()
+        if vote and ts.epoch < run.lead.epochs:
+            result.interrupted = True
+            return _finish(result, started, run.step, device)
+    _final_evaluation(model, result, data, run.base_keys)
+    result.peak_memory_bytes = peak_memory(device)
+    return _finish(result, started, run.step, device)
+
+
+def _prepare(model, data, configs, members, world, on_step, stop_requested) -> _Epochs:
+    """The steps (compiled where it pays), the images in their layout, the keys."""
+    lead, device = configs[0], data.train.images.device
     # the steps' images; evaluation reads `data` as given, as `ptm eval` will
     train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device))
     if device.type == "cpu":
         tuning.tune_allocator()
-    if start is None:
-        start = init_members(model, configs, device) if members else init_train_state(model, lead, device)
     hyper = step_hyperparameters(configs, device)
-    if world is not None and (members or lead.eval_train_mode):
-        raise ValueError("several ranks train one run in eval-mode validation (no members, no book quirks)")
 
     def make(config: TrainConfig) -> Callable:
         if world is not None:
@@ -96,119 +167,76 @@ def fit(
     partial_step = make(replace(lead, compile=False)) if will_compile(lead, device, model.name) else step
     seeds = [c.seed for c in configs]
     base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    return _Epochs(
+        model, data, configs, members, world, train_images, hyper, step, partial_step, base_keys,
+        on_step, stop_requested,
+    )  # fmt: skip
 
-    n = len(data.train)
-    n_batches = math.ceil(n / lead.batch_size)
-    ts = start
-    result = TrainResult(ts, configs, members)
-    started = time.perf_counter()
-    params, state, opt_state = ts.params, ts.state, ts.opt_state
-    last_good = snapshot(ts)  # where a diverged run goes back to
-    while ts.epoch < lead.epochs:
-        t0 = time.perf_counter()
-        # (n,) or (K, n): each member's own sample order, as its separate run draws it
-        orders = [epoch_order(s, ts.epoch, n, lead.shuffle, device) for s in seeds]
-        order = torch.stack(orders) if members else orders[0]
-        # one key per sample, from (seed, global step, position in the batch): resumable,
-        # reproducible, and a sample's dropout mask does not depend on how the batch is split
-        steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
-        step_keys = rng.fold_in(base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
-        positions = torch.arange(lead.batch_size, device=device)
-        keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
-        loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
-        correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
-        stop = False
-        for i in range(ts.step_in_epoch, n_batches):
-            idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
-            step_keys_i = keys[..., i, : idx.shape[-1]]
-            run = step if idx.shape[-1] == lead.batch_size else partial_step
-            if world is None:
-                params, state, opt_state, metrics = run(
-                    params,
-                    state,
-                    opt_state,
-                    hyper,
-                    train_images[idx],
-                    data.train.labels[idx],
-                    step_keys_i,
-                )
-                stop = i + 1 < n_batches and stop_requested is not None and stop_requested()
-            else:  # this rank's slice of the global batch; the ranks vote on stopping
-                mine = shard(idx.shape[0], world)
-                params, state, opt_state, metrics = run(
-                    params,
-                    state,
-                    opt_state,
-                    hyper,
-                    train_images[idx[mine]],
-                    data.train.labels[idx[mine]],
-                    step_keys_i[mine],
-                    idx.shape[0],
-                    stop_requested is not None and stop_requested(),
-                )
-                stop = metrics["stop"]
-            loss_sum += metrics["loss"]
-            correct += metrics["correct"]
-            if on_step is not None:
-                on_step(i + 1, n_batches)
-            if i + 1 < n_batches and stop:
-                ts = TrainState(
-                    params, state, opt_state, ts.epoch, i + 1, loss_sum.tolist(), correct.tolist()
-                )
-                result.train_state, result.interrupted = ts, True
-                _note_divergence(result, loss_sum, ts.epoch + 1, last_good)
-                return _finish(result, started, step, device)
-        if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
-            return _finish(result, started, step, device)
-        # the epoch's one host sync
-        losses = (loss_sum.double() / n_batches).tolist()
-        running = (correct.double() / n).tolist()
-        seconds = time.perf_counter() - t0
-        steps_run = n_batches - ts.step_in_epoch
-        ts = result.train_state = TrainState(
-            params,
-            state,
-            opt_state,
-            ts.epoch + 1,
-            0,
-            _zeros(members, len(configs)),
-            _zeros(members, len(configs), int),
-        )
-        last_good = snapshot(ts)
-        stats = EpochStats(
-            ts.epoch,
-            lead.epochs,
-            losses,
-            running,
-            seconds,
-            len(configs) * steps_run * lead.batch_size / seconds,
-        )
-        if lead.validates_after(ts.epoch):
-            stats.val_accuracy = _validation(model, ts, data, configs, members, base_keys)
-        if members:
-            stats.members = {
-                "loss": losses,
-                "train_accuracy_running": running,
-                "val_accuracy": stats.val_accuracy or [None] * len(configs),
-            }
-            finite = [r for r in range(len(configs)) if r not in result.diverged]
-            stats.loss = statistics.fmean(losses[r] for r in finite)
-            stats.train_accuracy_running = statistics.fmean(running[r] for r in finite)
-            vals = stats.val_accuracy
-            stats.val_accuracy = None if vals is None else statistics.fmean(vals[r] for r in finite)
-        result.history.append(stats)
-        if on_epoch is not None:
-            on_epoch(stats, ts)
-        if world is None and stop_requested is not None:  # a signal during validation
-            stop = stop_requested()
-        if stop and ts.epoch < lead.epochs:
-            result.interrupted = True
-            return _finish(result, started, step, device)
-    _final_evaluation(model, result, data, base_keys)
-    result.peak_memory_bytes = peak_memory(device)
-    return _finish(result, started, step, device)
+
+def _train_epoch(run: _Epochs, ts: TrainState) -> tuple:
+    """The steps of one epoch from `ts`'s position: (params, state, opt_state, loss_sum, correct,
+    the step count where a stop request ended it early (None: it did not), the last stop vote)."""
+    lead, data, device = run.lead, run.data, run.train_images.device
+    n, n_batches = len(data.train), run.n_batches
+    # (n,) or (K, n): each member's own sample order, as its separate run draws it
+    orders = [epoch_order(c.seed, ts.epoch, n, lead.shuffle, device) for c in run.configs]
+    order = torch.stack(orders) if run.members else orders[0]
+    # one key per sample, from (seed, global step, position in the batch): resumable,
+    # reproducible, and a sample's dropout mask does not depend on how the batch is split
+    steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
+    step_keys = rng.fold_in(run.base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
+    positions = torch.arange(lead.batch_size, device=device)
+    keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
+    loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
+    correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
+    params, state, opt_state, stop = ts.params, ts.state, ts.opt_state, False
+    asked = run.stop_requested
+    for i in range(ts.step_in_epoch, n_batches):
+        idx = order[..., i * lead.batch_size : (i + 1) * lead.batch_size]  # (B,) or (K, B)
+        step_keys_i = keys[..., i, : idx.shape[-1]]
+        step = run.step if idx.shape[-1] == lead.batch_size else run.partial_step
+        if run.world is None:
+            images, labels = run.train_images[idx], data.train.labels[idx]
+            params, state, opt_state, metrics = step(
+                params, state, opt_state, run.hyper, images, labels, step_keys_i
+            )
+            stop = i + 1 < n_batches and asked is not None and asked()
+        else:  # this rank's slice of the global batch; the ranks vote on stopping
+            mine = shard(idx.shape[0], run.world)
+            images, labels = run.train_images[idx[mine]], data.train.labels[idx[mine]]
+            params, state, opt_state, metrics = step(
+                params, state, opt_state, run.hyper, images, labels, step_keys_i[mine], idx.shape[0],
+                asked is not None and asked(),
+            )  # fmt: skip
+            stop = metrics["stop"]
+        loss_sum += metrics["loss"]
+        correct += metrics["correct"]
+        if run.on_step is not None:
+            run.on_step(i + 1, n_batches)
+        if i + 1 < n_batches and stop:
+            return params, state, opt_state, loss_sum, correct, i + 1, stop
+    return params, state, opt_state, loss_sum, correct, None, stop
+
+
+def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, steps_run: int) -> EpochStats:
+    """The finished epoch's line (K members: their means, and each one's), validated when due."""
+    k = len(run.configs)
+    samples_per_second = k * steps_run * run.lead.batch_size / seconds
+    stats = EpochStats(ts.epoch, run.lead.epochs, losses, running, seconds, samples_per_second)
+    if run.lead.validates_after(ts.epoch):
+        stats.val_accuracy = _validation(run.model, ts, run.data, run.configs, run.members, run.base_keys)
+    if run.members:
+        stats.members = {
+            "loss": losses,
+            "train_accuracy_running": running,
+            "val_accuracy": stats.val_accuracy or [None] * k,
+        }
+        finite = [r for r in range(k) if r not in result.diverged]
+        stats.loss = statistics.fmean(losses[r] for r in finite)
+        stats.train_accuracy_running = statistics.fmean(running[r] for r in finite)
+        vals = stats.val_accuracy
+        stats.val_accuracy = None if vals is None else statistics.fmean(vals[r] for r in finite)
+    return stats
 
 
 def _finish(result: TrainResult, started: float, step: Callable, device: torch.device) -> TrainResult:
