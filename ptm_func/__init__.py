@@ -50,7 +50,6 @@ _PUBLIC = {
     "load_run": "files.resume",
     # runs: what ptm train and ptm sweep do
     "run_training": "runs.training",
-    "TrainingRun": "runs.training",
     "RunOutcome": "runs.training",
     "run_sweep": "runs.sweep_run",
     "SweepRequest": "runs.sweep_run",
@@ -147,7 +146,7 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.research.soup import average, soup
     from ptm_func.runs.reporter import Reporter, Silent
     from ptm_func.runs.sweep_run import SweepReport, SweepRequest, run_sweep
-    from ptm_func.runs.training import RunOutcome, TrainingRun, run_training
+    from ptm_func.runs.training import RunOutcome, run_training
     from ptm_func.training.config import TrainConfig, book_setup
     from ptm_func.training.devices import resolve_device
     from ptm_func.training.evaluate import evaluate

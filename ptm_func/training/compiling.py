@@ -44,6 +44,7 @@ def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
     # Every model compiles its own graph of this one function: ptm compare (8 models) or a
     # benchmark would pass dynamo's default limit of 8 and silently run the rest eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
+    tuning.use_compile_cache()  # kernels outlive a reboot: a step compiles once per machine
     options = tuning.compile_options(device, mode)
     if options is None:
         compiled = torch.compile(step, mode=mode, dynamic=False)
