@@ -26,6 +26,7 @@ app = typer.Typer(
     ),
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain help: rich's renderer alone took longer than the 0.5 s budget
     add_completion=False,
 )
 

@@ -167,3 +167,21 @@ def test_run_main_exit_statuses(capsys):
     assert run_main(interrupted, "s.py") == 130
     assert run_main(bad_value, "s.py") == 1
     assert capsys.readouterr().err == "s.py: error: no checkpoint at x\n"
+
+
+def test_seeds_trains_through_the_run_api_and_scores_the_ensemble(image_folder, tmp_path, capsys):
+    seeds = example("seeds")
+    args = ["net", "--seeds", "2", "--epochs", "1", "--batch-size", "8", "--data", str(image_folder)]
+    args += ["--classes", "airplane,bird", "--device", "cpu", "--out", str(tmp_path / "s"), "--quiet"]
+    result = seeds.main(args)
+    paths = sorted((tmp_path / "s").glob("net-seed*[0-9].safetensors"))
+    assert [p.name for p in paths] == ["net-seed123.safetensors", "net-seed124.safetensors"]
+    members = [load_checkpoint(p) for p in paths]
+    data = load_trained_on(members[0].training)
+    oracle = ensemble_accuracy([(m.model, m.params, m.state) for m in members], data.val)
+    assert result["ensemble"] == oracle["ensemble"]
+    assert result["val"] == [m.training["val_accuracy"] for m in members]
+    assert "ensemble of all 2" in capsys.readouterr().out
+    before = [p.stat().st_mtime_ns for p in paths]
+    assert seeds.main(args)["val"] == result["val"]  # run again: the finished seeds are kept
+    assert [p.stat().st_mtime_ns for p in paths] == before
