@@ -101,7 +101,11 @@ def sweep_command(
 
         texts = {"--lr": lr, "--momentum": momentum, "--dampening": dampening}
         texts.update({"--weight-decay": weight_decay, "--l2": l2, "--l1": l1})
-        grid = {GRID_OPTIONS[o]: v for o, t in texts.items() if (v := parse_values(o, t)) is not None}
+        grid = (
+            {GRID_OPTIONS[o]: v for o, t in texts.items() if (v := parse_values(o, t)) is not None}
+            if resume is None
+            else {}
+        )
         settings = optional(
             epochs=epochs, batch_size=batch_size, eval_every=eval_every, compile=compile, members_vmap=vmap,
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
@@ -119,7 +123,8 @@ def sweep_command(
         )
         raise typer.Exit(128 + report.signal)
     if report.main:
-        _print_report(report, as_json)
+        with friendly_errors():
+            _print_report(report, as_json)
 
 
 def _folder(arguments: dict) -> Path | None:
@@ -157,6 +162,8 @@ def _print_report(report, as_json: bool) -> None:
         Console().print(table)
         seconds = report.outcome.seconds
         typer.echo(f"{len(results)} checkpoints and records in {report.folder} ({seconds:.1f}s of training)")
+    if report.chart_failure:
+        raise OSError(report.chart_failure)  # after the results: one line, exit 1
     if report.chart_error:
         typer.echo(f"no chart: {report.chart_error}", err=True)
     elif not as_json:

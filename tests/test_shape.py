@@ -161,3 +161,28 @@ def test_compiled_kernels_go_to_the_user_cache_folder(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert any(chosen.rglob("*.py")) and not (tmp_path / "other").exists()
+
+
+def test_a_sweep_chart_that_cannot_be_drawn_comes_after_the_results(image_folder, tmp_path, monkeypatch):
+    """The table and sweep.json first; then one error line and exit 1 (a full disk at the end)."""
+    import ptm_func.runs.sweep_run
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ptm_func.runs.sweep_run, "sweep_chart", disk_full)
+    args = ["sweep", "net", "--lr", "0.01,0.02", "--epochs", "1", "--batch-size", "16", "--device", "cpu"]
+    args += [
+        "--data",
+        str(image_folder),
+        "--classes",
+        "airplane,bird",
+        "--out",
+        str(tmp_path / "s"),
+        "--json",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert len(json.loads(result.stdout)["table"]) == 2
+    assert "ptm: error: cannot draw" in result.stderr and "No space left" in result.stderr
+    assert "results" in json.loads((tmp_path / "s" / "sweep.json").read_text())

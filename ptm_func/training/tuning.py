@@ -54,10 +54,10 @@ def use_compile_cache() -> Path | None:
     current = os.environ.get(INDUCTOR_CACHE_ENV)
     if current is not None and current != _inductor_default():
         return Path(current)  # the user's TORCHINDUCTOR_CACHE_DIR
-    path = user_cache_dir() / "inductor"
     try:
+        path = user_cache_dir() / "inductor"
         path.mkdir(parents=True, exist_ok=True)
-    except OSError:
+    except (OSError, RuntimeError):  # RuntimeError: no home folder to expand ~ in
         return None
     os.environ[INDUCTOR_CACHE_ENV] = str(path)
     return path
