@@ -1,0 +1,262 @@
+"""`run_sweep`: what `ptm sweep` does, as one call that leaves the same files.
+
+    from ptm_func import run_sweep
+    report = run_sweep("net", grid={"lr": [0.01, 0.03]}, seeds=2, epochs=10, device="cpu")
+    report.rows        # one per grid point: val/train mean +/- std over seeds, best first
+    report.folder      # runs/sweep-net: every member's checkpoint and record, sweep.json, sweep.png
+
+Members train chunk by chunk through `training.fit` (sweep.py); `resume` continues a sweep's
+folder where it stopped; in a `world` of ranks each rank trains its share of the members.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptm_func.catalog import OUTPUTS
+from ptm_func.data.dataset import Dataset, check_same_data
+from ptm_func.data.sources import load_dataset
+from ptm_func.errors import SettingsError
+from ptm_func.files import atomic
+from ptm_func.files.checkpoint import checkpoint_bytes
+from ptm_func.files.records import run_info
+from ptm_func.errors import PlotUnavailable
+from ptm_func.reports.plot import sweep_chart
+from ptm_func.runs import sweep
+from ptm_func.runs.reporter import Reporter
+from ptm_func.runs.signals import StopOnSignal
+from ptm_func.text import names, printable
+from ptm_func.training.compiling import will_compile
+from ptm_func.training.config import book_setup
+from ptm_func.training.devices import resolve_device
+from ptm_func.training.distributed import World, barrier, join, leave
+from ptm_func.training.members import uses_vmap
+
+CHART_NAME = "sweep.png"
+
+
+@dataclass
+class SweepRequest:
+    """A sweep as planned: what it trains, where, and its description (sweep.json)."""
+
+    variant: str
+    net: Any  # the Model
+    members: list[sweep.Member]
+    swept: list[str]  # the hyperparameters with more than one value
+    chunk: int
+    folder: Path
+    spec: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepReport:
+    """What a sweep did: its folder, every member's result, the table, the chart."""
+
+    variant: str
+    folder: Path
+    swept: list[str]
+    source: str  # the data's label
+    outcome: sweep.SweepOutcome
+    rows: list[dict[str, Any]] = field(default_factory=list)  # sweep.table: best val accuracy first
+    chart: Path | None = None
+    chart_error: str | None = None  # why no chart was drawn (matplotlib missing)
+    chart_failure: str | None = None  # drawing it failed (a full disk): an error, after the results
+    signal: int = 0  # the signal that stopped it (0: none)
+    main: bool = True  # False on ranks > 0, which report nothing
+
+    @property
+    def interrupted(self) -> bool:
+        return self.outcome.interrupted
+
+
+def run_sweep(
+    variant: str | None = None,
+    *,
+    grid: dict[str, list[float]] | None = None,
+    seeds: int = 1,
+    seed: int = 123,
+    resume: str | Path | None = None,
+    out: str | Path | None = None,
+    chunk: int = 64,
+    data: str | Path | None = None,
+    classes: list[str] | None = None,
+    device: str | torch.device = "auto",
+    checkpoint_every: int = 0,
+    reporter: Reporter | None = None,
+    world: World | None = None,
+    stop_on_signals: bool = False,
+    **settings: Any,
+) -> SweepReport:
+    """Train every combination of `grid` (TrainConfig field -> values) times `seeds` seeds.
+
+    `settings` (epochs, batch_size, eval_every, compile, members_vmap and model options) apply to
+    every member. `out` defaults to runs/sweep-VARIANT (numbered when taken); `resume` continues
+    the sweep in that folder as it was planned (give no variant). Raises SettingsError for a
+    grid or settings that cannot run, before any work.
+    """
+    reporter = reporter or Reporter()
+    if checkpoint_every < 0:
+        raise SettingsError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
+    if chunk < 1:
+        raise SettingsError(f"--chunk must be >= 1, got {chunk}")
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if resume is not None:
+        plan = _resume_plan(variant, Path(resume))
+        data = data or plan.spec["data"]
+        classes = classes if classes is not None else plan.spec["classes"]
+    else:
+        plan = _new_plan(variant, grid or {}, seeds, seed, chunk, out, settings)
+    if world is None and resume is None and _holds_files(plan.folder):
+        raise SettingsError(f"{plan.folder} holds files already; give another --out, or --resume it")
+    main = world is None or world.is_main
+    if main:
+        _check_outputs(plan)
+    if world is not None:
+        dev = join(world, dev)
+    reporter.message(f"loading data ({printable(data or 'auto')}) onto {dev} ...")
+    dataset = load_dataset(data, classes, dev, notify=reporter.note, n_classes=OUTPUTS)
+    if resume is not None:
+        check_same_data(plan.spec.get("fingerprint"), dataset)
+    else:
+        plan.spec = _spec(plan, dataset, seeds, seed, grid or {})
+        if main:
+            sweep.write_spec(plan.folder, plan.spec)
+    _announce(plan, dataset, dev, reporter)
+    stop = StopOnSignal(reporter.message)
+    with stop.installed() if stop_on_signals else contextlib.nullcontext():
+        outcome = _train(plan, dataset, dev, checkpoint_every, reporter, stop, world)
+    report = SweepReport(plan.variant, plan.folder, plan.swept, dataset.source, outcome, signal=stop.signal)
+    if outcome.interrupted:
+        return report
+    if world is not None:  # every rank's members are saved: rank 0 reports them all
+        barrier()
+        leave()
+        if not main:
+            report.main = False
+            return report
+        outcome.results = [sweep.saved_result(m, sweep.checkpoint_path(plan.folder, m)) for m in plan.members]
+    return _finish(report, plan)
+
+
+def _resume_plan(variant: str | None, folder: Path) -> SweepRequest:
+    if variant is not None:
+        raise SettingsError("--resume continues the sweep as it was planned: give no MODEL")
+    spec, members = sweep.read_spec(folder)
+    net, _ = book_setup(spec["variant"], **spec["model_config"])
+    return SweepRequest(spec["variant"], net, members, spec["swept"], spec["chunk"], folder, spec)
+
+
+def _new_plan(variant, grid, seeds, seed, chunk, out, settings) -> SweepRequest:
+    if variant is None:
+        raise SettingsError("give a MODEL to sweep (or --resume FOLDER)")
+    if seeds < 1:
+        raise SettingsError(f"--seeds must be >= 1, got {seeds}")
+    try:
+        net, base = book_setup(variant, **settings)
+        members = sweep.grid(variant, base, grid, range(seed, seed + seeds))
+    except ValueError as err:
+        raise SettingsError(str(err)) from None
+    folder = Path(out) if out is not None else unused_folder(Path("runs") / f"sweep-{variant}")
+    swept = [k for k, v in grid.items() if len(v) > 1]
+    return SweepRequest(variant, net, members, swept, chunk, folder)
+
+
+def _check_outputs(plan: SweepRequest) -> None:
+    """The folder takes sweep.json, the chart and a chunk's checkpoints (raises before training)."""
+    for path in (plan.folder / sweep.SPEC_NAME, plan.folder / CHART_NAME):
+        atomic.check_writable(path, 1 << 16)
+    chunk_bytes = checkpoint_bytes(plan.net) * min(plan.chunk, len(plan.members))
+    atomic.check_writable(plan.folder / "probe.safetensors", chunk_bytes)
+
+
+def _spec(plan: SweepRequest, dataset: Dataset, seeds: int, seed: int, grid) -> dict[str, Any]:
+    """The sweep's description, written before training (sweep.json)."""
+    return {
+        "variant": plan.variant,
+        "model_config": dict(plan.net.config),
+        "swept": plan.swept,
+        "grid": dict(grid),
+        "seeds": list(range(seed, seed + seeds)),
+        "chunk": plan.chunk,
+        "data": dataset.source,
+        "classes": list(dataset.classes),
+        "fingerprint": dataset.fingerprint,
+        "members": [sweep.member_entry(m) for m in plan.members],
+    }
+
+
+def _announce(plan: SweepRequest, dataset: Dataset, dev, reporter: Reporter) -> None:
+    lead = plan.members[0].config
+    how = "one vmapped step" if uses_vmap(lead, dev) else "the step member after member"
+    reporter.message(
+        f"sweeping {plan.variant} ({plan.net.book_class}): {len(plan.members)} members "
+        f"({', '.join(plan.swept) or 'seeds only'}"
+        f" x {len(plan.spec['seeds'])} seeds) in chunks of {min(plan.chunk, len(plan.members))} through "
+        f"{how}, on {len(dataset.train)} images, classes {names(dataset.classes)} ({printable(dataset.source)})"
+    )
+    if will_compile(lead, dev, plan.net.name):
+        reporter.note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
+
+
+def _train(plan: SweepRequest, dataset, dev, checkpoint_every, reporter, stop, world) -> sweep.SweepOutcome:
+    lead = plan.members[0].config
+    facts = {
+        "variant": plan.variant,
+        "classes": list(dataset.classes),
+        "data": dataset.source,
+        "fingerprint": dataset.fingerprint,
+        "device": str(dev),
+        "sweep_folder": str(plan.folder),
+    }
+    runner = sweep.SweepRun(
+        plan.net,
+        dataset,
+        plan.folder,
+        run_info(plan.variant, plan.net, lead, dataset, dev),
+        facts,
+        dev,
+        save_every=checkpoint_every,
+        on_chunk=lambda n, total, todo: reporter.message(
+            f"chunk {n}/{total}: {len(todo)} members ({todo[0].name} ...)"
+        ),
+        on_epoch=lambda stats, ts: reporter.epoch(stats),
+        on_step=reporter.step,
+        on_note=reporter.note,
+        stop_requested=stop,
+    )
+    mine = plan.members if world is None else plan.members[world.rank :: world.size]  # a rank's share
+    with reporter.running(lead.epochs):
+        return runner.run(mine, plan.chunk)
+
+
+def _finish(report: SweepReport, plan: SweepRequest) -> SweepReport:
+    """The table and results into sweep.json, and the chart."""
+    report.rows = sweep.table(report.outcome.results, plan.swept)
+    plan.spec["results"] = {"members": report.outcome.results, "table": report.rows}
+    sweep.write_spec(plan.folder, plan.spec)
+    try:
+        title = f"sweep of {plan.variant}: val accuracy"
+        report.chart = sweep_chart(report.rows, plan.swept, plan.folder / CHART_NAME, title)
+    except PlotUnavailable as err:
+        report.chart_error = str(err)
+    except (OSError, ValueError) as err:
+        report.chart_failure = f"cannot draw {plan.folder / CHART_NAME}: {err}"
+    return report
+
+
+def _holds_files(folder: Path) -> bool:
+    return folder.exists() and any(folder.iterdir())
+
+
+def unused_folder(folder: Path) -> Path:
+    """`folder`, or folder-2, folder-3, ...: the first that does not exist or is empty."""
+    candidate, number = folder, 1
+    while _holds_files(candidate):
+        number += 1
+        candidate = folder.with_name(f"{folder.name}-{number}")
+    return candidate
