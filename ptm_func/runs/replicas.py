@@ -37,7 +37,13 @@ def train_replicas(
 
     with reporter.running(config.epochs):
         result = fit_ensemble(
-            net, data, config, replicas, on_epoch=on_epoch, on_step=reporter.step, stop_requested=stop_requested
+            net,
+            data,
+            config,
+            replicas,
+            on_epoch=on_epoch,
+            on_step=reporter.step,
+            stop_requested=stop_requested,
         )
     paths, failures = [], []
     for r, member_config in enumerate(result.configs):

@@ -9,8 +9,6 @@ grid, every member, and (at the end) the results.
 
 from __future__ import annotations
 
-from ptm_func.errors import SweepError
-
 import itertools
 import json
 import os
@@ -20,17 +18,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from ptm_func.files import atomic
-from ptm_func.files import jsonio
-from ptm_func.errors import CheckpointError
-from ptm_func.files.checkpoint import load_checkpoint
-from ptm_func.files.resume import load_runs, save_runs
+
 from ptm_func.data.dataset import Dataset
+from ptm_func.errors import CheckpointError, SweepError
+from ptm_func.files import atomic, jsonio
+from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.files.records import RunRecord
+from ptm_func.files.resume import load_runs, save_runs
 from ptm_func.nets.registry import Model
-from ptm_func.training.state import EpochStats, TrainState, member_state, stack_members
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.loop import fit
+from ptm_func.training.state import EpochStats, TrainState, member_state, stack_members
 
 # TrainConfig fields a sweep may vary -> their short names in member names (net-lr0.01-seed123)
 SWEEPABLE = {

@@ -21,11 +21,10 @@ import torch
 from ptm_func.catalog import OUTPUTS
 from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
-from ptm_func.errors import SettingsError
+from ptm_func.errors import PlotUnavailable, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes
 from ptm_func.files.records import run_info
-from ptm_func.errors import PlotUnavailable
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.runs import sweep
 from ptm_func.runs.reporter import Reporter
@@ -197,7 +196,8 @@ def _announce(plan: SweepRequest, dataset: Dataset, dev, reporter: Reporter) -> 
         f"sweeping {plan.variant} ({plan.net.book_class}): {len(plan.members)} members "
         f"({', '.join(plan.swept) or 'seeds only'}"
         f" x {len(plan.spec['seeds'])} seeds) in chunks of {min(plan.chunk, len(plan.members))} through "
-        f"{how}, on {len(dataset.train)} images, classes {names(dataset.classes)} ({printable(dataset.source)})"
+        f"{how}, on {len(dataset.train)} images, classes {names(dataset.classes)} "
+        f"({printable(dataset.source)})"
     )
     if will_compile(lead, dev, plan.net.name):
         reporter.note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")

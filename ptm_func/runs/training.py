@@ -137,14 +137,18 @@ def run_training(
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         # a signal now only asks to stop: it cannot cut a save
         if replicas > 1:
-            trained = train_replicas(plan.net, dataset, plan.config, replicas, plan.out, facts, record, reporter, stop)
+            trained = train_replicas(
+                plan.net, dataset, plan.config, replicas, plan.out, facts, record, reporter, stop
+            )
         else:
             outcome = _train(plan, dataset, facts, record, reporter, stop, main, world)
     if replicas > 1:
         return _replicas_outcome(plan, dataset, record, stop, *trained)
     if world is not None:
         leave()
-    record.finish({**outcome.result.summary(), **status(outcome.result), "checkpoint": str(outcome.checkpoint)})
+    record.finish(
+        {**outcome.result.summary(), **status(outcome.result), "checkpoint": str(outcome.checkpoint)}
+    )
     return outcome
 
 
@@ -159,7 +163,9 @@ def _check_request(out, checkpoint_every, replicas, resume, world, book_quirks) 
     if replicas < 1:
         raise SettingsError(f"--replicas must be >= 1, got {replicas}")
     if replicas > 1 and (resume is not None or checkpoint_every):
-        raise SettingsError("--replicas trains in one go: --resume and --checkpoint-every are for single runs")
+        raise SettingsError(
+            "--replicas trains in one go: --resume and --checkpoint-every are for single runs"
+        )
     if out is not None and Path(out).suffix != ".safetensors":
         raise SettingsError(f"--out must name a .safetensors file, got {out}")
 
@@ -179,7 +185,9 @@ def _plan(variant, settings, dev, data, classes, out, force, resume, replicas, r
     if config.seed + replicas - 1 >= SEED_LIMIT:
         raise SettingsError(f"--seed + --replicas must stay below 2**63, got {config.seed} + {replicas}")
     default = Path("runs") / f"{variant}-seed{config.seed}.safetensors"
-    return _Plan(variant, net, config, out or (default if force else unused_run_path(default)), dev, data, classes)
+    return _Plan(
+        variant, net, config, out or (default if force else unused_run_path(default)), dev, data, classes
+    )
 
 
 def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:
@@ -222,7 +230,9 @@ def _announce(plan: _Plan, dataset: Dataset, world: World | None, reporter: Repo
     if will_compile(plan.config, plan.device, plan.net.name):
         reporter.note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
     if world is not None:
-        reporter.note(f"{world.size} ranks, each training its slice of every batch of {plan.config.batch_size}")
+        reporter.note(
+            f"{world.size} ranks, each training its slice of every batch of {plan.config.batch_size}"
+        )
 
 
 def _train(plan: _Plan, dataset, facts, record, reporter, stop, main: bool, world) -> RunOutcome:
@@ -255,18 +265,27 @@ def _train(plan: _Plan, dataset, facts, record, reporter, stop, main: bool, worl
         saved_to, failure = save_or_rescue(
             lambda path: save_run(path, net, ts, config, {**facts, **result.summary()}), out
         )
-    summary = {"model": plan.variant, "checkpoint": str(saved_to), "record": str(record.metrics), **status(result)}
+    summary = {
+        "model": plan.variant,
+        "checkpoint": str(saved_to),
+        "record": str(record.metrics),
+        **status(result),
+    }
     summary.update(result.summary())
     if failure:
         summary["save_failed"] = failure
-    return RunOutcome(plan.variant, result, saved_to, record.metrics, failure, stop.signal, [saved_to], summary=summary)
+    return RunOutcome(
+        plan.variant, result, saved_to, record.metrics, failure, stop.signal, [saved_to], summary=summary
+    )
 
 
 def _replicas_outcome(plan: _Plan, dataset, record, stop, result, paths, failures) -> RunOutcome:
     """The replicas' summary (mean +/- std, the ensemble), also written to the shared record."""
     summary = replicas_summary(plan.variant, plan.net, dataset, result, paths, record)
     failure = failures[0] if failures else None
-    return RunOutcome(plan.variant, result, paths[0], record.metrics, failure, stop.signal, paths, failures, summary)
+    return RunOutcome(
+        plan.variant, result, paths[0], record.metrics, failure, stop.signal, paths, failures, summary
+    )
 
 
 def position(ts: TrainState) -> str:
