@@ -97,10 +97,18 @@ def test_run_training_from_python_leaves_what_ptm_train_leaves(image_folder, tmp
 
 def test_run_training_refuses_bad_settings_before_any_work(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for bad in ({"replicas": 0}, {"checkpoint_every": -1}, {"out": "x.pt"}, {"lr": -1.0}):
+    for bad in ({"replicas": 0}, {"checkpoint_every": -1}, {"out": "x.pt"}, {"lr": -1.0}, {"epoch": 5}):
         with pytest.raises(SettingsError):
             ptm_func.run_training("net", device="cpu", reporter=ptm_func.Silent(), **bad)
+    for grid in ({"lr": 0.01}, {"lr": ["0.01"]}, {"lrr": [0.01]}):  # a scalar, a string, a typo
+        with pytest.raises(SettingsError):
+            ptm_func.run_sweep("net", grid=grid, device="cpu", reporter=ptm_func.Silent())
     assert not any(tmp_path.iterdir())
+
+
+def test_classes_may_be_one_comma_separated_string(image_folder):
+    data = ptm_func.load_dataset(image_folder, "airplane, bird")
+    assert data.classes == ("airplane", "bird")
 
 
 def test_run_sweep_from_python_leaves_the_sweep_folder(image_folder, tmp_path):

@@ -28,7 +28,8 @@ class ClassPick:
         self, available: Sequence[str], where: str, default: Sequence[str] | None = None
     ) -> tuple[str, ...]:
         """The classes to load, in label order, or ClassChoiceError before anything is read."""
-        wanted = tuple(self.wanted or default or available)
+        asked = self.wanted.split(",") if isinstance(self.wanted, str) else self.wanted  # "cat,dog"
+        wanted = tuple(c.strip() for c in asked or default or available)
         if len(wanted) < 2:
             raise ClassChoiceError(f"need at least two classes, got {list(wanted)} ({where})")
         if len(set(wanted)) != len(wanted):

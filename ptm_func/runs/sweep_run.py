@@ -155,6 +155,12 @@ def _new_plan(variant, grid, seeds, seed, chunk, out, settings) -> SweepRequest:
         raise SettingsError("give a MODEL to sweep (or --resume FOLDER)")
     if seeds < 1:
         raise SettingsError(f"--seeds must be >= 1, got {seeds}")
+    for key, values in grid.items():
+        numbers = isinstance(values, (list, tuple)) and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in values
+        )
+        if not numbers:
+            raise SettingsError(f"grid[{key!r}] must be a list of numbers, got {values!r}")
     try:
         net, base = book_setup(variant, **settings)
         members = sweep.grid(variant, base, grid, range(seed, seed + seeds))

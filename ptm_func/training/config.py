@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 import torch
@@ -79,7 +79,13 @@ def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
     if name not in TRAINABLE_NAMES:
         raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(TRAINABLE_NAMES)}")
     model_name, variant = VARIANTS.get(name, (name, {}))
-    model_options = {k: overrides.pop(k) for k in ("n_chans1", "n_blocks", "tied") if k in overrides}
+    model_keys = ("n_chans1", "n_blocks", "tied")
+    unknown = sorted(set(overrides) - set(model_keys) - {f.name for f in fields(TrainConfig)})
+    if unknown:  # a typo (epoch=5) is an error, not a default silently kept
+        known = ", ".join([f.name for f in fields(TrainConfig)] + list(model_keys))
+        raise ValueError(f"unknown setting {', '.join(unknown)}; the settings are: {known}")
+    overrides = dict(overrides)
+    model_options = {k: overrides.pop(k) for k in model_keys if k in overrides}
     model = get_model(model_name, **model_options)
     defaults = {"lr": BOOK_LR.get(model_name, 1e-2), **variant}
     return model, TrainConfig(**{**defaults, **overrides})
