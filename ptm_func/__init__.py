@@ -52,7 +52,6 @@ _PUBLIC = {
     "run_training": "runs.training",
     "RunOutcome": "runs.training",
     "run_sweep": "runs.sweep_run",
-    "SweepRequest": "runs.sweep_run",
     "SweepReport": "runs.sweep_run",
     "Reporter": "runs.reporter",
     "Silent": "runs.reporter",
@@ -145,7 +144,7 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.research.per_example import per_example_gradients, score_examples
     from ptm_func.research.soup import average, soup
     from ptm_func.runs.reporter import Reporter, Silent
-    from ptm_func.runs.sweep_run import SweepReport, SweepRequest, run_sweep
+    from ptm_func.runs.sweep_run import SweepReport, run_sweep
     from ptm_func.runs.training import RunOutcome, run_training
     from ptm_func.training.config import TrainConfig, book_setup
     from ptm_func.training.devices import resolve_device
