@@ -56,8 +56,8 @@ def check_command(
             raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(TRAINABLE_NAMES)}, all")
         if steps < 1 or batch_size < 1:
             raise UsageError("--steps and --batch-size must be >= 1")
-        if not tolerance > 0:
-            raise UsageError(f"--tolerance must be a positive number, got {tolerance}")
+        if not 0 < tolerance < 1:  # inf or nan would make a check that cannot fail
+            raise UsageError(f"--tolerance must be a number between 0 and 1, got {tolerance}")
         dev = resolve_device(device)
         options = {k: v for k, v in {"n_blocks": n_blocks, "tied": tied}.items() if v is not None}
         if options and model != "resdeep":

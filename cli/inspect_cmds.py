@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from ptm_func.catalog import VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
@@ -38,7 +39,7 @@ def info(
             ckpt = load_checkpoint(target)
             model, training = ckpt.model, ckpt.training
         else:
-            model = build_model(target, n_chans1, n_blocks, tied)
+            model = build_model(VARIANTS.get(target, (target, {}))[0], n_chans1, n_blocks, tied)  # l2 -> net
         summary = parameter_summary(model)
     if training is not None:
         summary["training"] = training

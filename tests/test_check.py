@@ -91,7 +91,7 @@ def test_cuda_variants_include_cuda_graphs():
     [
         (["check", "resnet"], "choose one of"),
         (["check", "net", "--steps", "0"], "--steps and --batch-size must be >= 1"),
-        (["check", "net", "--tolerance", "-1"], "--tolerance must be a positive number"),
+        (["check", "net", "--tolerance", "-1"], "--tolerance must be a number between 0 and 1"),
         (["check", "net", "--n-blocks", "3"], "are for resdeep"),
         (["check", "net", "--device", "cuda:x"], "unknown device"),
     ],

@@ -1,6 +1,8 @@
 """The `ptm` CLI through Typer's runner: happy paths, JSON, and errors without tracebacks."""
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -421,3 +423,35 @@ def test_ctrl_c_while_importing_is_one_line_and_exit_130(capsys):
         main(interrupted_import)
     assert exit_info.value.code == 130
     assert capsys.readouterr().err == "ptm: interrupted\n"
+
+
+PTM = Path(sys.executable).with_name("ptm")
+
+
+@pytest.mark.skipif(not PTM.exists(), reason="the ptm executable is not installed beside this Python")
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["train", "net", "--epochs", "abc"], "Invalid value for '--epochs'"),
+        (["train", "net", "--no-such-option"], "No such option: --no-such-option"),
+        (["train"], "Missing argument 'model'"),
+        (["check", "net", "--tolerance", "inf"], "--tolerance must be a number between 0 and 1"),
+    ],
+)
+def test_usage_errors_of_the_executable_are_one_line_and_exit_2(args, needle):
+    done = subprocess.run([str(PTM), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and done.stderr.startswith("ptm: error: "), done.stderr
+    assert needle in done.stderr
+
+
+@pytest.mark.skipif(not PTM.exists(), reason="the ptm executable is not installed beside this Python")
+def test_the_executable_without_a_command_shows_the_help():
+    done = subprocess.run([str(PTM)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Usage: ptm" in done.stderr and "ptm: error" not in done.stderr
+
+
+def test_info_takes_every_name_train_takes():
+    result = runner.invoke(app, ["info", "l2", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["total"] == 18090  # l2 is Net with a penalty
