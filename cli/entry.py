@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
+import typer
+
 try:  # typer vendors click from 0.2x on
     from typer._click import exceptions as click_errors
 except ImportError:  # pragma: no cover - older typer
@@ -43,7 +45,7 @@ def main(load: Callable[[], Callable[..., object]] = load_app) -> None:
     except click_errors.ClickException as err:
         print(f"ptm: error: {one_line(err.format_message())}", file=sys.stderr)
         sys.exit(err.exit_code)
-    except click_errors.Abort:
+    except typer.Abort:
         print("ptm: aborted", file=sys.stderr)
         sys.exit(1)
     sys.exit(code if isinstance(code, int) else 0)

@@ -455,3 +455,17 @@ def test_info_takes_every_name_train_takes():
     result = runner.invoke(app, ["info", "l2", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["total"] == 18090  # l2 is Net with a penalty
+
+
+def test_an_abort_is_one_line_and_exit_1(capsys):
+    import typer
+
+    from cli.entry import main
+
+    def aborting_app(**kwargs):
+        raise typer.Abort()
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(lambda: aborting_app)
+    assert exit_info.value.code == 1
+    assert capsys.readouterr().err == "ptm: aborted\n"
