@@ -129,7 +129,7 @@ def sweep_command(
 
 def _folder(arguments: dict) -> Path | None:
     """The sweep's folder, chosen once before --nproc's workers start (they must share it)."""
-    from ptm_func.runs.sweep_run import unused_folder
+    from ptm_func.runs.sweep_run import holds_files, unused_folder
 
     model, out, resume = arguments["model"], arguments["out"], arguments["resume"]
     if resume is not None:
@@ -137,7 +137,9 @@ def _folder(arguments: dict) -> Path | None:
     if model is None:
         raise UsageError("give a MODEL to sweep (or --resume FOLDER)")
     folder = out or unused_folder(Path("runs") / f"sweep-{model}")
-    if folder.exists() and any(folder.iterdir()):
+    if folder.exists() and not folder.is_dir():
+        raise UsageError(f"{folder} is a file: a sweep writes a folder (give another --out)")
+    if holds_files(folder):
         raise UsageError(f"{folder} holds files already; give another --out, or --resume it")
     return folder
 

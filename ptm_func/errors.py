@@ -46,6 +46,10 @@ class SweepError(ValueError):
     """A sweep cannot be planned, resumed or saved; the message says why."""
 
 
+class OutputInUse(RuntimeError):
+    """Another process is writing the same output (a run's checkpoint, a sweep's folder)."""
+
+
 class PlotUnavailable(RuntimeError):
     """matplotlib is not installed (the `plot` extra)."""
 

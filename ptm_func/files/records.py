@@ -11,9 +11,11 @@ is duplicated or lost, whatever was written after the checkpoint it resumes from
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import platform
+from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib import metadata
@@ -84,12 +86,20 @@ def replica_path(checkpoint: str | Path, replica: int) -> Path:
 
 def unused_run_path(checkpoint: str | Path) -> Path:
     """`checkpoint`, else NAME-2.safetensors, NAME-3, ...: the first no earlier run has used."""
+    return next(p for p in numbered_run_paths(checkpoint) if not run_path_used(p))
+
+
+def numbered_run_paths(checkpoint: str | Path) -> Iterator[Path]:
+    """`checkpoint`, NAME-2.safetensors, NAME-3, ...: the names a new run may take."""
     stem = _stem(checkpoint)
-    candidate, number = Path(checkpoint), 1
-    while any(p.exists() for p in (candidate, metrics_path(candidate), replica_path(candidate, 0))):
-        number += 1
-        candidate = stem.with_name(f"{stem.name}-{number}.safetensors")
-    return candidate
+    yield Path(checkpoint)
+    for number in itertools.count(2):
+        yield stem.with_name(f"{stem.name}-{number}.safetensors")
+
+
+def run_path_used(checkpoint: Path) -> bool:
+    """Has a run written there (its weights, its record, or its replicas)?"""
+    return any(p.exists() for p in (checkpoint, metrics_path(checkpoint), replica_path(checkpoint, 0)))
 
 
 def epoch_line(stats: EpochStats) -> dict[str, Any]:

@@ -12,6 +12,8 @@ folder where it stopped; in a `world` of ranks each rank trains its share of the
 from __future__ import annotations
 
 import contextlib
+import itertools
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from ptm_func.data.sources import load_dataset
 from ptm_func.errors import PlotUnavailable, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes
+from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
 from ptm_func.files.records import run_info
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.runs import sweep
@@ -110,8 +113,28 @@ def run_sweep(
         classes = classes if classes is not None else plan.spec["classes"]
     else:
         plan = _new_plan(variant, grid or {}, seeds, seed, chunk, out, settings)
-    if world is None and resume is None and _holds_files(plan.folder):
-        raise SettingsError(f"{plan.folder} holds files already; give another --out, or --resume it")
+    if plan.folder.exists() and not plan.folder.is_dir():
+        raise SettingsError(f"{plan.folder} is a file: a sweep writes a folder (give another --out)")
+    main = world is None or world.is_main
+    with _owned_folder(plan, main, numbered=out is None and resume is None) as plan.folder:
+        if main and resume is None and holds_files(plan.folder):
+            raise SettingsError(f"{plan.folder} holds files already; give another --out, or --resume it")
+        return _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, reporter, world,
+                    stop_on_signals)  # fmt: skip
+
+
+def _owned_folder(plan: SweepRequest, main: bool, numbered: bool):
+    """Hold the sweep's folder (rank 0 only); a default folder skips those in use."""
+    if not main:
+        return contextlib.nullcontext(plan.folder)
+    if numbered:
+        return first_free(numbered_folders(plan.folder), holds_files)
+    return owned(plan.folder)
+
+
+def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, reporter, world,
+         stop_on_signals) -> SweepReport:  # fmt: skip
+    """The sweep, once its folder is its own: check, load, describe, train, report."""
     main = world is None or world.is_main
     if main:
         _check_outputs(plan)
@@ -166,7 +189,7 @@ def _new_plan(variant, grid, seeds, seed, chunk, out, settings) -> SweepRequest:
         members = sweep.grid(variant, base, grid, range(seed, seed + seeds))
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    folder = Path(out) if out is not None else unused_folder(Path("runs") / f"sweep-{variant}")
+    folder = Path(out) if out is not None else Path("runs") / f"sweep-{variant}"
     swept = [k for k, v in grid.items() if len(v) > 1]
     return SweepRequest(variant, net, members, swept, chunk, folder)
 
@@ -255,14 +278,18 @@ def _finish(report: SweepReport, plan: SweepRequest) -> SweepReport:
     return report
 
 
-def _holds_files(folder: Path) -> bool:
-    return folder.exists() and any(folder.iterdir())
+def holds_files(folder: Path) -> bool:
+    """Does `folder` hold anything but its lock?"""
+    return folder.exists() and any(p.name != SWEEP_LOCK for p in folder.iterdir())
+
+
+def numbered_folders(folder: Path) -> Iterator[Path]:
+    """folder, folder-2, folder-3, ...: the folders a new sweep may take."""
+    yield folder
+    for number in itertools.count(2):
+        yield folder.with_name(f"{folder.name}-{number}")
 
 
 def unused_folder(folder: Path) -> Path:
     """`folder`, or folder-2, folder-3, ...: the first that does not exist or is empty."""
-    candidate, number = folder, 1
-    while _holds_files(candidate):
-        number += 1
-        candidate = folder.with_name(f"{folder.name}-{number}")
-    return candidate
+    return next(f for f in numbered_folders(folder) if not holds_files(f))

@@ -25,7 +25,8 @@ from ptm_func.data.sources import load_dataset
 from ptm_func.errors import CheckpointError, RecordError, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes, save_or_rescue
-from ptm_func.files.records import RunRecord, run_info, unused_run_path
+from ptm_func.files.ownership import first_free, owned
+from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_path_used
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.nets.registry import Model
 from ptm_func.runs.replicas import replicas_summary, train_replicas
@@ -77,6 +78,7 @@ class _Plan:
     start: TrainState | None = None
     saved: dict[str, Any] = field(default_factory=dict)  # the resumed run's facts
     checkpoint_every: int = 0  # also save every N epochs
+    numbered: bool = False  # out is a default name: take the first of NAME, NAME-2, ... that is free
 
 
 def run_training(
@@ -117,6 +119,22 @@ def run_training(
     main = world is None or world.is_main  # the rank that prints and writes
     plan = _plan(variant, settings, dev, data, classes, out, force, resume, replicas, reporter)
     plan.checkpoint_every = checkpoint_every
+    with _owned_output(plan, main) as plan.out:  # one process at a time writes there
+        return _run(plan, replicas, resume, reporter, world, main, stop_on_signals)
+
+
+def _owned_output(plan: _Plan, main: bool):
+    """Hold the run's output (rank 0 only); a new run's default name skips those taken or held."""
+    if not main:
+        return contextlib.nullcontext(plan.out)
+    if plan.numbered:
+        return first_free(numbered_run_paths(plan.out), run_path_used)
+    return owned(plan.out)
+
+
+def _run(plan: _Plan, replicas, resume, reporter, world, main: bool, stop_on_signals: bool) -> RunOutcome:
+    """The run, once its output is its own: check, load, record, train, save."""
+    variant = plan.variant
     if main:
         atomic.check_writable(plan.out, checkpoint_bytes(plan.net))
         atomic.remove_stale_temps(plan.out)
@@ -185,9 +203,9 @@ def _plan(variant, settings, dev, data, classes, out, force, resume, replicas, r
     if config.seed + replicas - 1 >= SEED_LIMIT:
         raise SettingsError(f"--seed + --replicas must stay below 2**63, got {config.seed} + {replicas}")
     default = Path("runs") / f"{variant}-seed{config.seed}.safetensors"
-    return _Plan(
-        variant, net, config, out or (default if force else unused_run_path(default)), dev, data, classes
-    )
+    plan = _Plan(variant, net, config, out or default, dev, data, classes)
+    plan.numbered = out is None and not force
+    return plan
 
 
 def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:

@@ -1,0 +1,104 @@
+"""One process at a time per output: a run's checkpoint, or a sweep's folder.
+
+    with owned(Path("runs/net-seed123.safetensors")):   # runs/net-seed123.lock, held
+        ...train, record, save...
+
+The lock is an OS file lock (the `filelock` package, flock on Linux): the kernel drops it when
+its process ends, however it ends, so a run killed with -9 never blocks the next one. The lock
+file stays (removing it would let two processes lock two different files); while held it names
+its holder, which is what a second process is told.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from ptm_func.errors import OutputInUse
+from ptm_func.files import atomic
+
+SWEEP_LOCK = "sweep.lock"
+
+
+def lock_path(output: Path) -> Path:
+    """runs/net.safetensors -> runs/net.lock; a sweep's folder -> FOLDER/sweep.lock"""
+    if output.suffix == ".safetensors":
+        return output.with_name(output.name.removesuffix(".safetensors") + ".lock")
+    return output / SWEEP_LOCK
+
+
+def holder(lock: Path) -> str:
+    """Who holds `lock`, as its holder wrote it: `pid 4242 on HOST (ptm train net), since 10:31:05`."""
+    try:
+        facts = json.loads(lock.read_text(encoding="utf-8"))
+        since = time.strftime("%H:%M:%S", time.localtime(float(facts["since"])))
+        return f"pid {int(facts['pid'])} on {facts['host']} ({facts['command']}), since {since}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextlib.contextmanager
+def owned(output: Path) -> Iterator[Path]:
+    """Hold `output` for this process; OutputInUse (naming the holder) if another holds it."""
+    lock = _take(output)
+    if lock is None:
+        raise OutputInUse(
+            f"{output} is being written by {holder(lock_path(output))}; "
+            "wait for it to finish, or give another --out"
+        )
+    try:
+        yield output
+    finally:
+        lock.release()
+
+
+@contextlib.contextmanager
+def first_free(candidates: Iterator[Path], taken: Callable[[Path], bool]) -> Iterator[Path]:
+    """Hold the first candidate that is not `taken` and no other process holds (default names
+    for new runs: two runs started at once get net-seed123 and net-seed123-2)."""
+    for candidate in candidates:
+        if taken(candidate):
+            continue
+        lock = _take(candidate)
+        if lock is None:
+            continue
+        if taken(candidate):  # a run took it between the look and the lock
+            lock.release()
+            continue
+        try:
+            yield candidate
+        finally:
+            lock.release()
+        return
+
+
+def _take(output: Path) -> FileLock | None:
+    """The held lock of `output`, or None if another process holds it."""
+    path = lock_path(output)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(path), timeout=0)
+        lock.acquire()
+    except Timeout:
+        return None
+    except OSError as err:
+        raise OutputInUse(f"cannot lock {path}: {atomic.reason(err)}") from None
+    facts = {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:200],
+        "since": time.time(),
+    }
+    try:
+        path.write_text(json.dumps(facts) + "\n", encoding="utf-8")
+    except OSError:
+        pass  # the lock holds without its note
+    return lock

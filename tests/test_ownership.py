@@ -1,0 +1,115 @@
+"""One process at a time per output: a held checkpoint or sweep folder refuses a second writer
+with one line naming the holder; a lock left by a killed process blocks nothing."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from typer.testing import CliRunner
+
+import ptm_func
+from cli.main import app
+from ptm_func.errors import OutputInUse
+from ptm_func.files.ownership import lock_path, owned
+from ptm_func.files.records import read_metrics
+
+TINY = {"classes": ["airplane", "bird"], "device": "cpu", "epochs": 1, "batch_size": 16, "compile": False}
+
+
+def train_args(image_folder, *more):
+    return ["train", "net", "--data", str(image_folder), "--classes", "airplane,bird", "--device", "cpu"] + [
+        "--batch-size", "16", "--no-compile", *more,
+    ]  # fmt: skip
+
+
+def test_a_held_output_refuses_a_second_run_with_one_line_naming_the_holder(image_folder, tmp_path):
+    out = tmp_path / "net.safetensors"
+    with owned(out):
+        result = CliRunner().invoke(app, train_args(image_folder, "--epochs", "1", "--out", str(out)))
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptm: error:")
+    assert f"being written by pid {os.getpid()}" in lines[0]
+    assert not out.exists() and not (tmp_path / "net.metrics.jsonl").exists()
+
+
+def test_two_resumes_of_one_run_cannot_both_write(image_folder, tmp_path):
+    first = ptm_func.run_training(
+        "net", data=image_folder, out=tmp_path / "r.safetensors", reporter=ptm_func.Silent(), **TINY
+    )
+    with owned(first.checkpoint), pytest.raises(OutputInUse, match="being written by"):
+        ptm_func.run_training("net", resume=first.checkpoint, epochs=2, reporter=ptm_func.Silent())
+    assert [line["epoch"] for line in read_metrics(first.record)] == [1]
+
+
+def test_new_runs_on_the_default_name_skip_one_that_is_held(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    default = tmp_path / "runs" / "net-seed123.safetensors"
+    with owned(default):
+        outcome = ptm_func.run_training("net", data=image_folder, reporter=ptm_func.Silent(), **TINY)
+    assert outcome.checkpoint.name == "net-seed123-2.safetensors"
+    assert not default.exists()
+
+
+def test_a_sweep_folder_is_held_and_a_default_one_skips_a_held_folder(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tiny = {k: v for k, v in TINY.items() if k != "classes"}
+    held = tmp_path / "runs" / "sweep-net"
+    with owned(held):
+        with pytest.raises(OutputInUse, match="being written by"):
+            ptm_func.run_sweep("net", out=held, data=image_folder, classes=["airplane", "bird"], **tiny)
+        report = ptm_func.run_sweep(
+            "net", data=image_folder, classes=["airplane", "bird"], reporter=ptm_func.Silent(), **tiny
+        )
+    assert report.folder.name == "sweep-net-2" and len(report.rows) == 1
+    assert [p.name for p in held.iterdir()] == ["sweep.lock"]
+
+
+def test_sweep_out_on_an_existing_file_is_one_usage_line(tmp_path):
+    file = tmp_path / "taken"
+    file.write_text("x")
+    result = CliRunner().invoke(app, ["sweep", "net", "--lr", "0.01", "--out", str(file), "--device", "cpu"])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        f"ptm: error: {file} is a file: a sweep writes a folder (give another --out)"
+    ]
+
+
+HOLD = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from ptm_func.files.ownership import owned
+    with owned(Path(sys.argv[1])):
+        print("held", flush=True)
+        time.sleep(600)
+    """
+)
+
+
+def test_a_lock_left_by_a_process_killed_with_9_blocks_nothing(image_folder, tmp_path):
+    out = tmp_path / "net.safetensors"
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(out)], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(OutputInUse, match=f"pid {holder.pid}"):
+        ptm_func.run_training("net", data=image_folder, out=out, reporter=ptm_func.Silent(), **TINY)
+    os.kill(holder.pid, signal.SIGKILL)
+    holder.wait()
+    assert lock_path(out).exists()  # the file stays; the kernel dropped the lock
+    outcome = ptm_func.run_training("net", data=image_folder, out=out, reporter=ptm_func.Silent(), **TINY)
+    assert outcome.checkpoint == out and out.exists()
+
+
+def test_two_processes_started_on_one_output_one_trains_the_other_says_why(image_folder, tmp_path):
+    """The reviewer's case: both used to exit 0 with the record interleaving both runs."""
+    out = tmp_path / "same.safetensors"
+    command = [sys.executable, "-c", "from cli.main import app; app()"]
+    args = train_args(image_folder, "--epochs", "8", "--out", str(out))
+    runs = [subprocess.Popen(command + args, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    codes = sorted((run.wait(timeout=300), run.stderr.read()) for run in runs)
+    assert [code for code, _ in codes] == [0, 1], codes
+    assert "being written by pid" in codes[1][1] and codes[1][1].count("\n") == 1
+    assert [line["epoch"] for line in read_metrics(out.with_name("same.metrics.jsonl"))] == list(range(1, 9))
