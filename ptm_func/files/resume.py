@@ -171,6 +171,13 @@ def load_runs(
     return [load_run(path, device, position=position) for path in paths]
 
 
+def resumable_position(path: str | Path) -> tuple[int, int] | None:
+    """The newest position both files of the run at `path` hold whole; None if it never saved."""
+    path = Path(path)
+    both = (_saved_positions(training_state_path(path)) & _saved_positions(path)) - {None}
+    return max(both) if both else None
+
+
 def _saved_positions(target: Path) -> set[tuple[int, int] | None]:
     """Positions `target` holds whole: committed, or in complete temp files a kill left."""
     positions = {_position(_saved_training(target).get("progress"))}

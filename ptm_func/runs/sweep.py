@@ -24,7 +24,7 @@ from ptm_func.errors import CheckpointError, SweepError
 from ptm_func.files import atomic, jsonio
 from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.files.records import RunRecord
-from ptm_func.files.resume import load_runs, save_runs
+from ptm_func.files.resume import load_runs, resumable_position, save_runs
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.loop import fit
@@ -156,18 +156,26 @@ class SweepRun:
     on_note: Callable[[str], None] | None = None
     stop_requested: Callable[[], bool] | None = None
 
-    def run(self, members: Sequence[Member], chunk: int) -> SweepOutcome:
+    def plan(self, members: Sequence[Member], chunk: int, rank: int = 0, ranks: int = 1) -> list[list]:
+        """The unfinished members in the chunks this rank trains: members that saved at the same
+        position train together (so a sweep resumes with any number of ranks or chunk size),
+        each position's members split over the ranks, then cut into chunks of `chunk`."""
+        by_start: dict[tuple[int, int] | None, list[Member]] = {}
+        for member in members:
+            path = checkpoint_path(self.folder, member)
+            if not _finished(path, member):
+                by_start.setdefault(resumable_position(path), []).append(member)
+        return [group for same in by_start.values() for group in chunks(same[rank::ranks], chunk)]
+
+    def run(self, groups: list[list[Member]]) -> SweepOutcome:
+        """Train the planned chunks one after the other (stopping when asked to)."""
         outcome = SweepOutcome()
-        groups = chunks(members, chunk)
-        for number, group in enumerate(groups, 1):
-            todo = [m for m in group if not _finished(checkpoint_path(self.folder, m))]
-            if todo:
-                if self.on_chunk is not None:
-                    self.on_chunk(number, len(groups), todo)
-                self._train(todo, outcome)
-                if outcome.interrupted:
-                    return outcome
-            outcome.results += [saved_result(m, checkpoint_path(self.folder, m)) for m in group]
+        for number, todo in enumerate(groups, 1):
+            if self.on_chunk is not None:
+                self.on_chunk(number, len(groups), todo)
+            self._train(todo, outcome)
+            if outcome.interrupted:
+                return outcome
         return outcome
 
     def _train(self, todo: list[Member], outcome: SweepOutcome) -> None:
@@ -239,7 +247,7 @@ class SweepRun:
         return out
 
 
-def _finished(path: Path) -> bool:
+def _finished(path: Path, member: Member) -> bool:
     """Has this member trained all its epochs, or diverged (so it trains no more)?"""
     if not path.exists():
         return False
@@ -247,9 +255,8 @@ def _finished(path: Path) -> bool:
         training = load_checkpoint(path).training
     except CheckpointError:
         return False
-    config = training.get("config", {})
     return training.get("diverged_in_epoch") is not None or (
-        training.get("epochs_done") == config.get("epochs") and training.get("val_accuracy") is not None
+        training.get("epochs_done") == member.config.epochs and training.get("val_accuracy") is not None
     )
 
 

@@ -258,9 +258,14 @@ def _train(plan: SweepRequest, dataset, dev, checkpoint_every, reporter, stop, w
         on_note=reporter.note,
         stop_requested=stop,
     )
-    mine = plan.members if world is None else plan.members[world.rank :: world.size]  # a rank's share
+    groups = runner.plan(plan.members, plan.chunk, *((world.rank, world.size) if world else ()))
+    if world is not None:
+        barrier()  # every rank has read what was saved before any rank saves again
     with reporter.running(lead.epochs):
-        return runner.run(mine, plan.chunk)
+        outcome = runner.run(groups)
+    if world is None and not outcome.interrupted:
+        outcome.results = [sweep.saved_result(m, sweep.checkpoint_path(plan.folder, m)) for m in plan.members]
+    return outcome
 
 
 def _finish(report: SweepReport, plan: SweepRequest) -> SweepReport:
