@@ -155,12 +155,14 @@ def _print_report(report, as_json: bool) -> None:
 
         title = f"sweep of {report.variant} ({printable(report.source)}): best val accuracy first"
         table = Table(title=title)
-        for column in (*report.swept, "seeds", "val acc", "train acc"):
+        ensembles = any("ensemble_val" in row for row in rows)  # a grid point with 2+ finished seeds
+        for column in (*report.swept, "seeds", "val acc", "train acc", *["ensemble val"] * ensembles):
             table.add_column(column, justify="right")
         for row in rows:
             seeds = f"{row['seeds']}" + (f" ({row['diverged']} diverged)" if row["diverged"] else "")
             values = (f"{row[k]:g}" for k in report.swept)
-            table.add_row(*values, seeds, _spread(row, "val"), _spread(row, "train"))
+            together = [f"{row['ensemble_val']:.4f}" if "ensemble_val" in row else "-"] * ensembles
+            table.add_row(*values, seeds, _spread(row, "val"), _spread(row, "train"), *together)
         Console().print(table)
         seconds = report.outcome.seconds
         typer.echo(f"{len(results)} checkpoints and records in {report.folder} ({seconds:.1f}s of training)")

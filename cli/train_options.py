@@ -24,13 +24,18 @@ Seed = typer.Option(None, help="Seed for init, shuffling and dropout (book: 123)
 Out = typer.Option(
     None,
     help="Checkpoint path, .safetensors (default runs/MODEL-seedSEED.safetensors, numbered -2, -3, ... "
-    "when an earlier run has it; --force overwrites).",
+    "when an earlier run has it or is writing it; --force overwrites); with --replicas, a folder.",
 )
 Force = typer.Option(False, "--force", help="Reuse the default checkpoint path even if a run is there.")
-Resume = typer.Option(None, help="Continue the run saved at this checkpoint, exactly where it stopped.")
+Resume = typer.Option(
+    None,
+    help="Continue the run saved at this checkpoint (or the --replicas folder), exactly where it stopped.",
+)
 CheckpointEvery = typer.Option(0, help="Also save every N epochs (0: only at the end or on interruption).")
 Replicas = typer.Option(
-    1, help="Train K independently initialised copies at once (torch.func.vmap); replica r uses seed+r."
+    1,
+    help="Train K seeds (seed, seed+1, ...) as ptm sweep --seeds K does, into a folder (--out, default "
+    "runs/sweep-MODEL); prints each, their mean +/- std and their ensemble.",
 )
 Nproc = typer.Option(
     1,

@@ -85,10 +85,11 @@ def train(
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
             reporter=TrainingProgress(), world=world, stop_on_signals=True, **settings,
         )  # fmt: skip
-    if replicas > 1:
-        _print_replicas(outcome, as_json)
-    else:
-        _print_run(outcome, as_json)
+    with friendly_errors():
+        if hasattr(outcome, "report"):  # --replicas (a ReplicasOutcome)
+            _print_replicas(outcome, as_json)
+        else:
+            _print_run(outcome, as_json)
 
 
 def _print_run(outcome, as_json: bool) -> None:
@@ -128,44 +129,44 @@ def _print_run(outcome, as_json: bool) -> None:
 
 def _print_replicas(outcome, as_json: bool) -> None:
     """Each replica, the mean +/- std and the ensemble; or how the run stopped."""
-    result, summary, paths = outcome.result, outcome.summary, ", ".join(map(str, outcome.checkpoints))
-    for failure in outcome.failures:
-        typer.echo(f"ptm: error: {printable(failure)}; saved a rescue copy instead (see the list)", err=True)
-    if as_json:
-        typer.echo(jsonio.dumps(summary))
-    if result.diverged and len(result.diverged) == len(result.configs):
+    folder = outcome.folder
+    if outcome.interrupted:
         typer.echo(
-            f"ptm: error: every replica's loss became NaN or infinite (first in epoch {result.diverged_in}); "
-            f"stopped. Saved their last finite weights: {paths}. Try a lower --lr.",
-            err=True,
-        )
-        raise typer.Exit(1)
-    if result.interrupted:
-        typer.echo(
-            f"ptm: interrupted after {len(result.history)} epochs; each replica's weights saved "
-            f"({paths}). Ensembles do not resume (ptm sweep does).",
+            f"ptm: interrupted; every replica is saved in {folder}. "
+            f"Resume with: ptm train {outcome.variant} --resume {folder}",
             err=True,
         )
         raise typer.Exit(128 + outcome.signal)
-    if not as_json:
-        for r, path in enumerate(outcome.checkpoints):
-            diverged = f"  (diverged in epoch {result.diverged[r][0]}: its last finite weights)" * (
-                r in result.diverged
-            )
-            typer.echo(
-                f"replica {r} (seed {result.configs[r].seed}): train {result.train_accuracy[r]:.4f}, "
-                f"val {result.val_accuracy[r]:.4f}  {path}{diverged}"
-            )
-        tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
+    summary = outcome.summary
+    diverged = summary.get("diverged_members", [])
+    if as_json:
+        typer.echo(jsonio.dumps(summary))
+    else:
+        _replica_lines(outcome.variant, summary, diverged)
+        typer.echo(f"checkpoints and records in {folder} (curves: ptm plot {folder}/*.metrics.jsonl)")
+    if len(diverged) == len(summary["seeds"]):
         typer.echo(
-            f"{outcome.variant} x{len(result.configs)}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, val "
-            f"{va['mean']:.4f} +/- {va['std']:.4f}; the ensemble (mean of probabilities): val "
-            f"{summary['ensemble_val_accuracy']:.4f} ({result.seconds:.1f}s, peak memory "
-            f"{result.peak_memory_bytes / 2**20:,.0f} MiB)"
+            f"ptm: error: every replica's loss became NaN or infinite (first in epoch "
+            f"{summary['diverged_in_epoch']}); their last finite weights are in {folder}. Try a lower --lr.",
+            err=True,
         )
-        typer.echo(f"record: {outcome.record} (every replica's curve: ptm plot {outcome.record})")
-    if outcome.failures or result.diverged:
+    if diverged:
         raise typer.Exit(1)
+
+
+def _replica_lines(variant: str, summary: dict, diverged: list[int]) -> None:
+    columns = ("seeds", "train_accuracy", "val_accuracy", "checkpoints")
+    for r, (seed, train, val, path) in enumerate(zip(*(summary[c] for c in columns), strict=True)):
+        scores = "diverged: its last finite weights" if r in diverged else f"train {train:.4f}, val {val:.4f}"
+        typer.echo(f"replica {r} (seed {seed}): {scores}  {path}")
+    tr, va = summary["train_accuracy_mean_std"], summary["val_accuracy_mean_std"]
+    together, kept = summary["ensemble_val_accuracy"], len(summary["seeds"]) - len(diverged)
+    if va is not None:
+        ensemble = "" if together is None else f"; the ensemble (mean of probabilities): val {together:.4f}"
+        typer.echo(
+            f"{variant} x{kept}: train {tr['mean']:.4f} +/- {tr['std']:.4f}, "
+            f"val {va['mean']:.4f} +/- {va['std']:.4f}{ensemble} ({summary['seconds']:.1f}s)"
+        )
 
 
 def train_worker(arguments: dict) -> None:

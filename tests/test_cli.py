@@ -298,42 +298,34 @@ def test_show_conv_help_shows_an_example():
 
 
 def test_train_replicas_saves_each_and_reports_spread(image_folder, tmp_path):
-    out = tmp_path / "net.safetensors"
-    result = invoke(
-        "train",
-        "net",
-        "--replicas",
-        "2",
+    """--replicas K is ptm sweep --seeds K: a folder of K members, each with its own record."""
+    out = tmp_path / "net-x2"
+    data = [
         "--data-dir",
         str(image_folder),
         "--classes",
         "airplane,bird",
-        "--epochs",
-        "1",
         "--batch-size",
         "16",
         "--device",
         "cpu",
-        "--out",
-        str(out),
-        "--json",
-    )
+    ]
+    result = invoke("train", "net", "--replicas", "2", *data, "--epochs", "1", "--out", str(out), "--json")
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout.strip().splitlines()[-1])
     assert summary["seeds"] == [123, 124] and len(summary["val_accuracy"]) == 2
     assert summary["checkpoints"] == [
-        str(tmp_path / "net-r0.safetensors"),
-        str(tmp_path / "net-r1.safetensors"),
+        str(out / "net-seed123.safetensors"),
+        str(out / "net-seed124.safetensors"),
     ]
     info = json.loads(invoke("info", summary["checkpoints"][1], "--json").stdout)
-    assert info["training"]["config"]["seed"] == 124 and info["training"]["replica"] == 1
-    # one record for the ensemble, every replica's values per epoch
-    lines = read_metrics(tmp_path / "net.metrics.jsonl")
-    assert [line["epoch"] for line in lines] == [1]
-    assert lines[0]["val_accuracy"] == summary["val_accuracy"] and len(lines[0]["loss"]) == 2
-    run_info = json.loads((tmp_path / "net.run.json").read_text())
-    assert run_info["seeds"] == [123, 124] and run_info["result"]["checkpoints"] == summary["checkpoints"]
-    drawn = invoke("plot", summary["checkpoints"][1], "--out", str(tmp_path / "ens.png"))
+    assert info["training"]["config"]["seed"] == 124
+    for path, val in zip(summary["checkpoints"], summary["val_accuracy"], strict=True):
+        lines = read_metrics(Path(path).with_name(Path(path).stem + ".metrics.jsonl"))
+        assert [line["epoch"] for line in lines] == [1] and lines[0]["val_accuracy"] == val
+    spec = json.loads((out / "sweep.json").read_text())
+    assert spec["results"]["table"][0]["ensemble_val"] == summary["ensemble_val_accuracy"]
+    drawn = invoke("plot", *summary["checkpoints"], "--out", str(tmp_path / "ens.png"))
     assert drawn.exit_code == 0, drawn.output
     assert is_png(tmp_path / "ens.png")
 
@@ -342,7 +334,8 @@ def test_train_replicas_saves_each_and_reports_spread(image_folder, tmp_path):
     "extra,needle",
     [
         (("--replicas", "0"), "--replicas must be >= 1"),
-        (("--replicas", "2", "--checkpoint-every", "1"), "single runs"),
+        (("--replicas", "2", "--out", "x.safetensors"), "give --out a folder"),
+        (("--replicas", "2", "--book-quirks"), "not with --replicas"),
     ],
 )
 def test_train_replicas_errors(extra, needle):

@@ -413,7 +413,7 @@ def test_a_diverging_run_stops_keeps_finite_weights_and_prints_valid_json(two_cl
 
 
 def test_a_diverging_ensemble_stops_and_saves_every_replica(two_classes, tmp_path):
-    out = tmp_path / "res.safetensors"
+    out = tmp_path / "res-x2"
     result = invoke(
         "train",
         "res",

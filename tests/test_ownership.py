@@ -65,7 +65,8 @@ def test_a_sweep_folder_is_held_and_a_default_one_skips_a_held_folder(image_fold
             "net", data=image_folder, classes=["airplane", "bird"], reporter=ptm_func.Silent(), **tiny
         )
     assert report.folder.name == "sweep-net-2" and len(report.rows) == 1
-    assert [p.name for p in held.iterdir()] == ["sweep.lock"]
+    assert not any(held.iterdir())  # released: the lock file went with it
+    assert not (report.folder / "sweep.lock").exists()
 
 
 def test_sweep_out_on_an_existing_file_is_one_usage_line(tmp_path):
@@ -98,9 +99,9 @@ def test_a_lock_left_by_a_process_killed_with_9_blocks_nothing(image_folder, tmp
         ptm_func.run_training("net", data=image_folder, out=out, reporter=ptm_func.Silent(), **TINY)
     os.kill(holder.pid, signal.SIGKILL)
     holder.wait()
-    assert lock_path(out).exists()  # the file stays; the kernel dropped the lock
+    assert lock_path(out).exists()  # the killed holder left its file; the kernel dropped its lock
     outcome = ptm_func.run_training("net", data=image_folder, out=out, reporter=ptm_func.Silent(), **TINY)
-    assert outcome.checkpoint == out and out.exists()
+    assert outcome.checkpoint == out and out.exists() and not lock_path(out).exists()
 
 
 def test_two_processes_started_on_one_output_one_trains_the_other_says_why(image_folder, tmp_path):

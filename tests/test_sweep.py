@@ -209,7 +209,7 @@ def test_grid_order_names_and_table():
 
 
 def test_ensembles_in_eval_predict_and_train(small, image_folder, tmp_path):
-    out = tmp_path / "dropout.safetensors"
+    out = tmp_path / "dropout-x3"
     trained = invoke("train", "dropout", *small, "--replicas", "3", "--epochs", "1", "--out", out, "--json")
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.stdout)
@@ -231,6 +231,17 @@ def test_ensembles_in_eval_predict_and_train(small, image_folder, tmp_path):
     assert expanded == several
     result = invoke("predict", paths[0], "--ensemble", image)
     assert result.exit_code == 0 and "ensemble of 3 checkpoints" in result.output
+    # from another folder, with the folder moved: members are found beside the checkpoint
+    moved = tmp_path / "elsewhere" / "moved"
+    moved.parent.mkdir()
+    out.rename(moved)
+    elsewhere = subprocess.run(
+        [sys.executable, "-c", "from cli.main import app; app()", "predict"]
+        + ["moved/dropout-seed124.safetensors", "--ensemble", str(image), "--json"],
+        cwd=moved.parent, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(Path.cwd())},
+    )  # fmt: skip
+    assert elsewhere.returncode == 0, elsewhere.stderr
+    assert json.loads(elsewhere.stdout) == several
 
 
 def test_an_ensemble_needs_the_same_classes(small, image_folder, tmp_path):

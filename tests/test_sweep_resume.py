@@ -94,3 +94,31 @@ def test_a_sweep_stopped_in_one_process_resumes_over_two_ranks(image_folder, tmp
     resumed = subprocess.run([*command, "--nproc", "2"], capture_output=True, text=True, env=env, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
     assert_like_straight(folder, straight, exact=False)
+
+
+def test_replicas_stopped_midway_resume_to_the_uninterrupted_replicas(image_folder, tmp_path, monkeypatch):
+    """--replicas used to lose everything on Ctrl-C; now it is a sweep of seeds, and resumes."""
+    tiny = {
+        "data": image_folder,
+        "classes": ["airplane", "bird"],
+        "device": "cpu",
+        "reporter": ptm_func.Silent(),
+    }
+    tiny.update(epochs=2, batch_size=16, compile=False, momentum=0.9)
+    whole = ptm_func.run_training("dropout", replicas=2, out=tmp_path / "whole", **tiny)
+    monkeypatch.setattr(ptm_func.runs.sweep_run, "StopOnSignal", stop_after(7))
+    cut = ptm_func.run_training("dropout", replicas=2, out=tmp_path / "cut", stop_on_signals=False, **tiny)
+    assert cut.interrupted and not cut.summary
+    monkeypatch.undo()
+    with pytest.raises(ptm_func.SettingsError, match="'dropout' replicas, not 'net'"):
+        ptm_func.run_training("net", resume=tmp_path / "cut", reporter=ptm_func.Silent())
+    done = ptm_func.run_training("dropout", resume=tmp_path / "cut", reporter=ptm_func.Silent())
+    assert done.summary["val_accuracy"] == whole.summary["val_accuracy"]
+    assert done.summary["ensemble_val_accuracy"] == whole.summary["ensemble_val_accuracy"]
+    for ours, theirs in zip(done.summary["checkpoints"], whole.summary["checkpoints"], strict=True):
+        a, b = load_checkpoint(ours).params, load_checkpoint(theirs).params
+        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert [line["epoch"] for line in read_metrics(ours.replace(".safetensors", ".metrics.jsonl"))] == [
+            1,
+            2,
+        ]

@@ -200,18 +200,45 @@ def load_ensemble(paths: list[str | Path], device: torch.device | str = "cpu") -
 
 
 def ensemble_paths(path: str | Path) -> list[Path]:
-    """All replicas of the `--replicas` run that `path` belongs to (as its record lists them)."""
+    """Every finished seed of the grid point `path` belongs to (a sweep's or --replicas' member,
+    as the folder's sweep.json lists them; an older --replicas run's, as its record does).
+    Paths are found beside `path`, wherever the run was started from."""
     path = Path(path)
     training = json_object(read_metadata(path), "training", path)
+    if isinstance(training.get("sweep"), dict):
+        return _seeds_of_point(path, training["sweep"])
     record = training.get("record")
     if not isinstance(record, str) or "replica" not in training:
-        raise CheckpointError(f"{path} is not a replica of an ensemble (ptm train --replicas)")
-    info_path = path.with_name(record.removesuffix(".metrics.jsonl") + ".run.json")
+        raise CheckpointError(
+            f"{path} is not a member of a sweep or ensemble (ptm sweep, ptm train --replicas)"
+        )
+    info_path = path.with_name(Path(record).name.removesuffix(".metrics.jsonl") + ".run.json")
     try:
         listed = json.loads(info_path.read_text(encoding="utf-8"))["result"]["checkpoints"]
+        return [path.with_name(Path(p).name) for p in listed]  # siblings of `path`
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise CheckpointError(f"cannot find the ensemble of {path} in {info_path} ({err})") from None
-    return [Path(p) for p in listed]
+
+
+def _seeds_of_point(path: Path, values: dict[str, Any]) -> list[Path]:
+    """The members of `path`'s sweep folder with the same swept values that finished."""
+    spec_path = path.with_name("sweep.json")
+    try:
+        spec = json.loads(spec_path.read_text(encoding="utf-8"))
+        results = spec["results"]["members"]
+        same = [r for r in results if all(r.get(k) == v for k, v in values.items())]
+        names = [
+            Path(r["checkpoint"]).name
+            for r in same
+            if r["val_accuracy"] is not None and not r["diverged_in_epoch"]
+        ]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise CheckpointError(
+            f"cannot find the seeds of {path} in {spec_path} (a finished sweep's): {err}"
+        ) from None
+    if path.name not in names:
+        raise CheckpointError(f"{path} is not a finished member of the sweep in {spec_path}")
+    return [path.with_name(name) for name in names]
 
 
 def check_state_dict(model: Model, tensors: dict[str, Tensor], *, source: str) -> None:

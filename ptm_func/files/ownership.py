@@ -4,9 +4,10 @@
         ...train, record, save...
 
 The lock is an OS file lock (the `filelock` package, flock on Linux): the kernel drops it when
-its process ends, however it ends, so a run killed with -9 never blocks the next one. The lock
-file stays (removing it would let two processes lock two different files); while held it names
-its holder, which is what a second process is told.
+its process ends, however it ends, so a run killed with -9 never blocks the next one (its lock
+file stays behind, naming a holder that is gone, and is taken over). While held, the file names
+its holder, which is what a second process is told; a clean release removes it (filelock 4
+refuses a lock on a file unlinked under it, so no two processes can hold two files of one name).
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def owned(output: Path) -> Iterator[Path]:
     try:
         yield output
     finally:
-        lock.release()
+        _release(lock, output)
 
 
 @contextlib.contextmanager
@@ -76,8 +77,14 @@ def first_free(candidates: Iterator[Path], taken: Callable[[Path], bool]) -> Ite
         try:
             yield candidate
         finally:
-            lock.release()
+            _release(lock, candidate)
         return
+
+
+def _release(lock: FileLock, output: Path) -> None:
+    """Remove the lock file, then let go of it."""
+    lock_path(output).unlink(missing_ok=True)
+    lock.release()
 
 
 def _take(output: Path) -> FileLock | None:

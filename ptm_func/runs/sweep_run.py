@@ -25,16 +25,17 @@ from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
 from ptm_func.errors import PlotUnavailable, SettingsError
 from ptm_func.files import atomic
-from ptm_func.files.checkpoint import checkpoint_bytes
+from ptm_func.files.checkpoint import checkpoint_bytes, load_checkpoint
 from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
 from ptm_func.files.records import run_info
 from ptm_func.reports.plot import sweep_chart
+from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
 from ptm_func.training.compiling import will_compile
-from ptm_func.training.config import book_setup
+from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, barrier, join, leave
 from ptm_func.training.members import uses_vmap
@@ -81,7 +82,7 @@ def run_sweep(
     *,
     grid: dict[str, list[float]] | None = None,
     seeds: int = 1,
-    seed: int = 123,
+    seed: int = TrainConfig.seed,
     resume: str | Path | None = None,
     out: str | Path | None = None,
     chunk: int = 64,
@@ -109,6 +110,9 @@ def run_sweep(
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if resume is not None:
         plan = _resume_plan(variant, Path(resume))
+        given = [*(grid or {}), *settings] + ["seeds"] * (seeds != 1) + ["seed"] * (seed != TrainConfig.seed)
+        if given:
+            reporter.note(f"resuming the sweep as planned in {sweep.SPEC_NAME}; ignoring {', '.join(given)}")
         data = data or plan.spec["data"]
         classes = classes if classes is not None else plan.spec["classes"]
     else:
@@ -162,7 +166,7 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
             report.main = False
             return report
         outcome.results = [sweep.saved_result(m, sweep.checkpoint_path(plan.folder, m)) for m in plan.members]
-    return _finish(report, plan)
+    return _finish(report, plan, dataset)
 
 
 def _resume_plan(variant: str | None, folder: Path) -> SweepRequest:
@@ -268,9 +272,10 @@ def _train(plan: SweepRequest, dataset, dev, checkpoint_every, reporter, stop, w
     return outcome
 
 
-def _finish(report: SweepReport, plan: SweepRequest) -> SweepReport:
-    """The table and results into sweep.json, and the chart."""
+def _finish(report: SweepReport, plan: SweepRequest, dataset: Dataset) -> SweepReport:
+    """The table (with each grid point's ensemble of seeds) and results into sweep.json, and the chart."""
     report.rows = sweep.table(report.outcome.results, plan.swept)
+    _add_ensembles(report.rows, report.outcome.results, plan.swept, dataset)
     plan.spec["results"] = {"members": report.outcome.results, "table": report.rows}
     sweep.write_spec(plan.folder, plan.spec)
     try:
@@ -281,6 +286,20 @@ def _finish(report: SweepReport, plan: SweepRequest) -> SweepReport:
     except (OSError, ValueError) as err:
         report.chart_failure = f"cannot draw {plan.folder / CHART_NAME}: {err}"
     return report
+
+
+def _add_ensembles(rows, results, swept, dataset: Dataset) -> None:
+    """`ensemble_val`: the val accuracy of the mean of probabilities of a grid point's finished
+    seeds (rows of two or more)."""
+    for row in rows:
+        point = [r for r in results if all(r[k] == row[k] for k in swept)]
+        finished = [
+            r["checkpoint"] for r in point if r["val_accuracy"] is not None and r["diverged_in_epoch"] is None
+        ]
+        if len(finished) >= 2:
+            members = [load_checkpoint(path, dataset.val.images.device) for path in finished]
+            together = [(m.model, m.params, m.state) for m in members]
+            row["ensemble_val"] = ensemble_accuracy(together, dataset.val)["ensemble"]
 
 
 def holds_files(folder: Path) -> bool:

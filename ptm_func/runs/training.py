@@ -7,7 +7,7 @@
 A run checks its outputs before anything else, loads the data, writes its record as epochs
 finish, trains with `training.fit`, saves (or rescues) the checkpoint and the state to resume
 from, and can be resumed exactly where it stopped. `--replicas` (K seeds at once) is in
-`replicas.py`.
+`replicas.py` (the sweep machinery, one way to train several seeds).
 """
 
 from __future__ import annotations
@@ -29,12 +29,12 @@ from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_path_used
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.nets.registry import Model
-from ptm_func.runs.replicas import replicas_summary, train_replicas
+from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
 from ptm_func.training.compiling import will_compile
-from ptm_func.training.config import SEED_LIMIT, TrainConfig, book_setup
+from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, join, leave
 from ptm_func.training.loop import fit
@@ -54,8 +54,6 @@ class RunOutcome:
     record: Path  # one JSON line per epoch
     save_failed: str | None = None  # why `out` could not be written
     signal: int = 0  # the signal that stopped the run (0: none)
-    checkpoints: list[Path] = field(default_factory=list)  # --replicas: one per replica
-    failures: list[str] = field(default_factory=list)  # --replicas: saves that went to rescue files
     summary: dict[str, Any] = field(default_factory=dict)  # what `ptm train --json` prints
 
     @property
@@ -97,30 +95,36 @@ def run_training(
     world: World | None = None,
     stop_on_signals: bool = False,
     **settings: Any,
-) -> RunOutcome:
+) -> RunOutcome | ReplicasOutcome:
     """Train `variant` (net, l2, ..., resdeep) as `ptm train` does and leave the same files.
 
     `settings` are TrainConfig fields (epochs, lr, seed, ...) and model options (n_chans1,
     n_blocks, tied) that differ from the book's. `out` defaults to
     runs/VARIANT-seedSEED.safetensors (numbered -2, -3, ... when taken, unless `force`); beside
     it go NAME.train.safetensors, NAME.run.json and NAME.metrics.jsonl. `resume` continues a
-    saved run with its settings (RESUME_ADJUSTABLE may change). `replicas` trains K seeds at
-    once, one checkpoint each. `stop_on_signals`: Ctrl-C and SIGTERM stop after the step, and
+    saved run with its settings (RESUME_ADJUSTABLE may change). `replicas` trains K seeds as
+    `ptm sweep --seeds K` does, into a folder (`out`; `resume` that folder to continue), and
+    returns a ReplicasOutcome. `stop_on_signals`: Ctrl-C and SIGTERM stop after the step, and
     the run saves (main thread only). In a `world` of ranks, rank 0 writes. Raises
     SettingsError for settings that cannot run, before any work.
     """
     reporter = reporter or Reporter()
     _check_request(out, checkpoint_every, replicas, resume, world, book_quirks)
+    if replicas > 1 or (resume is not None and Path(resume).is_dir()):
+        return run_replicas(
+            variant, replicas, out=out, resume=resume, data=data, classes=classes, device=device,
+            checkpoint_every=checkpoint_every, reporter=reporter, stop_on_signals=stop_on_signals, **settings,
+        )  # fmt: skip
     if book_quirks:
         settings = {**settings, "shuffle": False, "eval_train_mode": True}
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if world is not None:
         dev = join(world, dev)
     main = world is None or world.is_main  # the rank that prints and writes
-    plan = _plan(variant, settings, dev, data, classes, out, force, resume, replicas, reporter)
+    plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
     plan.checkpoint_every = checkpoint_every
     with _owned_output(plan, main) as plan.out:  # one process at a time writes there
-        return _run(plan, replicas, resume, reporter, world, main, stop_on_signals)
+        return _run(plan, resume, reporter, world, main, stop_on_signals)
 
 
 def _owned_output(plan: _Plan, main: bool):
@@ -132,7 +136,7 @@ def _owned_output(plan: _Plan, main: bool):
     return owned(plan.out)
 
 
-def _run(plan: _Plan, replicas, resume, reporter, world, main: bool, stop_on_signals: bool) -> RunOutcome:
+def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool) -> RunOutcome:
     """The run, once its output is its own: check, load, record, train, save."""
     variant = plan.variant
     if main:
@@ -148,20 +152,12 @@ def _run(plan: _Plan, replicas, resume, reporter, world, main: bool, stop_on_sig
     }
     _announce(plan, dataset, world, reporter)
     record = WarningRecord(plan.out, reporter.note) if main else NoRecord(plan.out)
-    seeds = {"replicas": replicas, "seeds": [plan.config.seed + r for r in range(replicas)]}
-    info = run_info(variant, plan.net, plan.config, dataset, plan.device, **(seeds if replicas > 1 else {}))
+    info = run_info(variant, plan.net, plan.config, dataset, plan.device)
     record.start(info, resumed_from=resume, at_epoch=plan.start.epoch if plan.start else 0)
     stop = StopOnSignal(reporter.message)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         # a signal now only asks to stop: it cannot cut a save
-        if replicas > 1:
-            trained = train_replicas(
-                plan.net, dataset, plan.config, replicas, plan.out, facts, record, reporter, stop
-            )
-        else:
-            outcome = _train(plan, dataset, facts, record, reporter, stop, main, world)
-    if replicas > 1:
-        return _replicas_outcome(plan, dataset, record, stop, *trained)
+        outcome = _train(plan, dataset, facts, record, reporter, stop, main, world)
     if world is not None:
         leave()
     record.finish(
@@ -180,15 +176,13 @@ def _check_request(out, checkpoint_every, replicas, resume, world, book_quirks) 
         raise SettingsError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if replicas < 1:
         raise SettingsError(f"--replicas must be >= 1, got {replicas}")
-    if replicas > 1 and (resume is not None or checkpoint_every):
-        raise SettingsError(
-            "--replicas trains in one go: --resume and --checkpoint-every are for single runs"
-        )
-    if out is not None and Path(out).suffix != ".safetensors":
+    if replicas > 1 and book_quirks:
+        raise SettingsError("--book-quirks is the book's single run: not with --replicas")
+    if out is not None and replicas == 1 and Path(out).suffix != ".safetensors":
         raise SettingsError(f"--out must name a .safetensors file, got {out}")
 
 
-def _plan(variant, settings, dev, data, classes, out, force, resume, replicas, reporter) -> _Plan:
+def _plan(variant, settings, dev, data, classes, out, force, resume, reporter) -> _Plan:
     """The model, config and paths of a new run, or of the saved run `resume` continues."""
     out = None if out is None else Path(out)
     if resume is not None:
@@ -200,8 +194,6 @@ def _plan(variant, settings, dev, data, classes, out, force, resume, replicas, r
         net, config = book_setup(variant, **settings)
     except ValueError as err:
         raise SettingsError(str(err)) from None
-    if config.seed + replicas - 1 >= SEED_LIMIT:
-        raise SettingsError(f"--seed + --replicas must stay below 2**63, got {config.seed} + {replicas}")
     default = Path("runs") / f"{variant}-seed{config.seed}.safetensors"
     plan = _Plan(variant, net, config, out or default, dev, data, classes)
     plan.numbered = out is None and not force
@@ -292,18 +284,7 @@ def _train(plan: _Plan, dataset, facts, record, reporter, stop, main: bool, worl
     summary.update(result.summary())
     if failure:
         summary["save_failed"] = failure
-    return RunOutcome(
-        plan.variant, result, saved_to, record.metrics, failure, stop.signal, [saved_to], summary=summary
-    )
-
-
-def _replicas_outcome(plan: _Plan, dataset, record, stop, result, paths, failures) -> RunOutcome:
-    """The replicas' summary (mean +/- std, the ensemble), also written to the shared record."""
-    summary = replicas_summary(plan.variant, plan.net, dataset, result, paths, record)
-    failure = failures[0] if failures else None
-    return RunOutcome(
-        plan.variant, result, paths[0], record.metrics, failure, stop.signal, paths, failures, summary
-    )
+    return RunOutcome(plan.variant, result, saved_to, record.metrics, failure, stop.signal, summary)
 
 
 def position(ts: TrainState) -> str:
