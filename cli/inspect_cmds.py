@@ -11,7 +11,7 @@ from ptm_func.catalog import VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
-from .options import MODEL_HELP, NBlocks, NChans1, Tied, build_model
+from .options import MODEL_HELP, Device, NBlocks, NChans1, Tied, build_model, note
 
 
 def info(
@@ -21,9 +21,12 @@ def info(
     tied: bool | None = Tied,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
-    """Show a model's parameter tensors, their shapes and counts, and the total.
+    """Show a model's parameter tensors, shapes, counts and total.
+
+    A checkpoint also shows how it was trained (epochs, accuracies, data).
 
     Example: ptm info resdeep --n-blocks 10 --tied
+
     Example: ptm info runs/net-seed123.safetensors
     """
     from rich.console import Console
@@ -32,12 +35,16 @@ def info(
     from ptm_func.files import jsonio
     from ptm_func.files.checkpoint import load_checkpoint
     from ptm_func.reports.summary import parameter_summary
+    from ptm_func.research.members import nonfinite_problem
 
     with friendly_errors():
         training = None
         if target.endswith(".safetensors") or Path(target).is_file():
             ckpt = load_checkpoint(target)
             model, training = ckpt.model, ckpt.training
+            problem = nonfinite_problem(ckpt, target)
+            if problem:
+                note(f"{problem}: ptm eval and ptm predict refuse it")
         else:
             model = build_model(VARIANTS.get(target, (target, {}))[0], n_chans1, n_blocks, tied)  # l2 -> net
         summary = parameter_summary(model)
@@ -83,7 +90,7 @@ def predict(
     ensemble: bool = typer.Option(
         False, "--ensemble", help="Use every replica of the --replicas run the checkpoint belongs to."
     ),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu or cuda."),
+    device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
 ):
     """Classify images: the class name and its probability per image.
@@ -99,6 +106,7 @@ def predict(
     from ptm_func.files import jsonio
     from ptm_func.files.checkpoint import ensemble_paths, load_ensemble
     from ptm_func.reports.predict import predict as predict_images
+    from ptm_func.research.members import require_finite
     from ptm_func.training.devices import resolve_device
 
     with friendly_errors():
@@ -109,6 +117,8 @@ def predict(
         if ensemble:
             checkpoints = [member for path in checkpoints for member in ensemble_paths(path)]
         loaded = load_ensemble(checkpoints, resolve_device(device))
+        for path, ckpt in zip(checkpoints, loaded, strict=True):
+            require_finite(ckpt, path)
         classes = loaded[0].training.get("classes") or list(BOOK_CLASSES)
         results = predict_images([(c.model, c.params, c.state) for c in loaded], images, classes)
     if as_json:

@@ -20,16 +20,15 @@ from ptm_func.data.dataset import BOOK_MEAN, BOOK_STD
 from ptm_func.data.sources import load_trained_on
 from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.reports.plot import pyplot, save_figure
+from ptm_func.research.members import require_finite
 from ptm_func.research.per_example import score_examples
-from ptm_func.research.script import run_main
+from ptm_func.research.script import ArgumentParser, run_main
 
 BY = {"gradient_norms": "per-example gradient norm", "losses": "loss"}
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoint", help="a .safetensors checkpoint written by ptm train")
     parser.add_argument("--data", default=None, help="default: the data it was trained on")
     parser.add_argument("--split", choices=("train", "val"), default="train")
@@ -41,6 +40,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--top must be >= 1")
 
     ckpt = load_checkpoint(args.checkpoint)
+    require_finite(ckpt, args.checkpoint)
     data = load_trained_on(ckpt.training, args.data)
     split = getattr(data, args.split)
     t0 = time.perf_counter()

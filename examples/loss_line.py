@@ -22,22 +22,20 @@ import time
 import torch
 
 from ptm_func.data.sources import load_trained_on
-from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.reports.plot import pyplot, save_figure
 from ptm_func.research.evaluation import has_running_stats
 from ptm_func.research.landscape import RUNNING_STATS, loss_line
-from ptm_func.research.script import run_main
+from ptm_func.research.members import load_members
+from ptm_func.research.script import ArgumentParser, finite_float, run_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="B, or A and B (.safetensors from ptm train)")
     parser.add_argument("--data", default=None, help="default: the data the (last) checkpoint was trained on")
     parser.add_argument("--points", type=int, default=31, help="alphas from --start to --stop")
-    parser.add_argument("--start", type=float, default=-0.25)
-    parser.add_argument("--stop", type=float, default=1.25)
+    parser.add_argument("--start", type=finite_float, default=-0.25, help="first alpha (default -0.25)")
+    parser.add_argument("--stop", type=finite_float, default=1.25, help="last alpha (default 1.25)")
     parser.add_argument(
         "--train-images", type=int, default=2000, help="training images evaluated (a random sample)"
     )
@@ -46,15 +44,16 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if args.points < 2 or args.train_images < 1:
         parser.error("--points must be >= 2 and --train-images >= 1")
+    if args.start >= args.stop:
+        parser.error(f"--start must be below --stop, got {args.start:g} and {args.stop:g}")
     if len(args.checkpoints) > 2:
         parser.error("give one checkpoint (line from its init) or two")
 
-    end = load_checkpoint(args.checkpoints[-1])
+    # finite weights; two checkpoints: one model, one config, trained on the same classes
+    *first, end = load_members(args.checkpoints)
     model = end.model
-    if len(args.checkpoints) == 2:
-        begin = load_checkpoint(args.checkpoints[0], expect_model=model.name)
-        if begin.model.config != model.config:
-            parser.error(f"the checkpoints are different models: {begin.model.config} and {model.config}")
+    if first:
+        (begin,) = first
         start, start_name = (begin.params, begin.state), args.checkpoints[0]
     else:
         seed = end.training.get("config", {}).get("seed", 123)

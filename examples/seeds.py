@@ -23,13 +23,11 @@ from ptm_func import (
     load_trained_on,
     run_sweep,
 )
-from ptm_func.research.script import run_main
+from ptm_func.research.script import ArgumentParser, run_main
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("model", choices=TRAINABLE_NAMES)
     parser.add_argument("--seeds", type=int, default=4, help="how many seeds (default 4)")
     parser.add_argument("--seed", type=int, default=123, help="the first seed")

@@ -20,18 +20,16 @@ import sys
 import torch
 
 from ptm_func.data.sources import load_trained_on
-from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.reports.plot import pyplot, save_figure
 from ptm_func.research.ensemble import ensemble_probabilities
 from ptm_func.research.evaluation import Evaluation, evaluate_split, has_running_stats
-from ptm_func.research.script import run_main
+from ptm_func.research.members import load_members
+from ptm_func.research.script import ArgumentParser, run_main
 from ptm_func.research.soup import soup
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("checkpoints", nargs="+", help="the members (.safetensors of one model)")
     parser.add_argument("--data", default=None, help="default: the data the first one was trained on")
     parser.add_argument(
@@ -49,11 +47,9 @@ def main(argv: list[str] | None = None) -> dict:
     if len(args.checkpoints) < 2:
         parser.error("give two or more checkpoints to average")
 
-    members = [load_checkpoint(args.checkpoints[0])]
+    # finite weights, one model with one config, trained on the same classes
+    members = load_members(args.checkpoints)
     model = members[0].model
-    members += [load_checkpoint(path, expect_model=model.name) for path in args.checkpoints[1:]]
-    if any(m.model.config != model.config for m in members):
-        parser.error("the checkpoints must be one model with one config")
     data = load_trained_on(members[0].training, args.data)
     seeds = {m.training.get("config", {}).get("seed") for m in members}
 

@@ -10,6 +10,7 @@ from ptm_func.catalog import OUTPUTS
 from ptm_func.data.sources import load_dataset
 from ptm_func.files.checkpoint import load_ensemble
 from ptm_func.research.ensemble import ensemble_accuracy
+from ptm_func.research.members import require_finite
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.evaluate import evaluate
 
@@ -23,9 +24,13 @@ def score_checkpoints(
     notify: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """One checkpoint's accuracies, or each member's and the ensemble's (argmax of the mean of
-    their probabilities). Default data and classes: those the first checkpoint was trained on."""
+    their probabilities). Default data and classes: those the first checkpoint was trained on.
+
+    Raises CheckpointError for a checkpoint whose weights are not all finite."""
     dev = resolve_device(device)
     loaded = load_ensemble(list(paths), dev)
+    for path, ckpt in zip(paths, loaded, strict=True):
+        require_finite(ckpt, path)  # NaN weights would score as a coin toss
     first = loaded[0].training
     source = data or first.get("data") or first.get("data_dir")
     dataset = load_dataset(source, classes or first.get("classes"), dev, notify=notify, n_classes=OUTPUTS)

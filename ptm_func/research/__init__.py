@@ -2,5 +2,6 @@
 
 Owns the loss as a function of the weights and batched evaluation (`evaluation`), per-example
 gradients (`per_example`), the loss along a line in weight space (`landscape`), weight
-averaging (`soup`), ensembles (`ensemble`) and the examples' error handling (`script`).
+averaging (`soup`), ensembles (`ensemble`), checks on checkpoints used together (finite,
+trained alike: `members`) and the examples' error handling (`script`).
 """

@@ -19,11 +19,21 @@ from ptm_func.training.losses import accuracy_count
 def ensemble_probabilities(
     members: Sequence[tuple[Model, Params, State]], images: Tensor, *, batch_size: int = 256
 ) -> tuple[Tensor, Tensor]:
-    """Eval-mode softmax probabilities: (K, N, classes) per member, and (N, classes) their mean."""
+    """Eval-mode softmax probabilities: (K, N, classes) per member, and (N, classes) their mean.
+
+    Raises ValueError naming the members whose probabilities are not finite (NaN weights): one
+    such member would turn the mean into NaN, and every prediction into class 0.
+    """
     per_member = [
         probabilities(model, params, state, images, batch_size=batch_size) for model, params, state in members
     ]
     probs = torch.stack(per_member)  # (K, N, classes)
+    broken = [k for k, p in enumerate(per_member) if not bool(torch.isfinite(p).all())]
+    if broken:
+        raise ValueError(
+            f"member {', '.join(map(str, broken))} of {len(per_member)} gives NaN or infinite "
+            "probabilities (weights not finite?)"
+        )
     return probs, probs.mean(dim=0)
 
 
