@@ -20,7 +20,10 @@ def convert(
         ..., help="Output: .safetensors for a .pt input, .pt for a .safetensors input."
     ),
     model: str | None = typer.Option(
-        None, "--model", help=MODEL_HELP + " Inferred from keys and shapes where unambiguous."
+        None,
+        "--model",
+        help=MODEL_HELP + " Not needed for a .pt that ptm wrote; otherwise read off the keys and "
+        "shapes where they fit one model (where they fit several, the error lists them).",
     ),
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
@@ -29,6 +32,8 @@ def convert(
     """Convert a book .pt file to a ptm_func checkpoint, or back.
 
     Example: ptm convert birds_vs_airplanes.pt net.safetensors --model net
+
+    Example: ptm convert net.pt net.safetensors   (a .pt that ptm wrote)
     """
     from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
 

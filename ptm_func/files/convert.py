@@ -1,7 +1,13 @@
-"""Convert between the book's `torch.save(model.state_dict())` .pt files and our .safetensors."""
+"""Convert between the book's `torch.save(model.state_dict())` .pt files and our .safetensors.
+
+A .pt that ptm writes is still the book's plain state_dict; it also names its model in the
+state_dict's own `_metadata` (what `load_state_dict` reads per module, ignoring keys it does
+not know), so converting it back needs no --model.
+"""
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -9,8 +15,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ptm_func.errors import CheckpointError
-from ptm_func.files import atomic
+from ptm_func.errors import CheckpointError, SettingsError
+from ptm_func.files import atomic, jsonio
 from ptm_func.files.checkpoint import (
     BLOCK_KEY,
     FORMAT,
@@ -21,9 +27,32 @@ from ptm_func.files.checkpoint import (
 )
 from ptm_func.nets.registry import Model, get_model
 
+# The key, in the root module's state_dict `_metadata`, that holds {"model": ..., "config": ...}.
+PT_MODEL_KEY = "ptm_func_model"
+
+
+class ModelNotInferred(SettingsError):
+    """A state_dict's keys and shapes fit several models: --model must say which (exit 2)."""
+
 
 def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
     """Load a .pt state_dict safely (weights_only=True), unwrapping {"state_dict": ...}."""
+    return _read_pt(path)[0]
+
+
+def recorded_model(metadata: Any) -> tuple[str, dict[str, Any]] | None:
+    """(model name, config) that ptm recorded in a .pt state_dict's `_metadata`, if any."""
+    root = metadata.get("") if isinstance(metadata, dict) else None
+    try:
+        recorded = json.loads(root[PT_MODEL_KEY])
+        name, config = recorded["model"], recorded["config"]
+    except (TypeError, KeyError, ValueError):
+        return None
+    return (name, config) if isinstance(name, str) and isinstance(config, dict) else None
+
+
+def _read_pt(path: str | Path) -> tuple[dict[str, Tensor], tuple[str, dict[str, Any]] | None]:
+    """A .pt file's state_dict, and the model ptm recorded in it (None: a book or other file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no file at {path}")
@@ -37,7 +66,7 @@ def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
         raise CheckpointError(f"{path} does not hold a state_dict (a dict of tensors)")
-    return dict(obj)
+    return dict(obj), recorded_model(getattr(obj, "_metadata", None))
 
 
 def read_plain_safetensors(path: str | Path) -> dict[str, Tensor]:
@@ -95,11 +124,21 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
         candidates = ["net", "width", "dropout"] if _conv1_channels(tensors) == 16 else ["width", "dropout"]
     else:
         raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
-    raise CheckpointError(f"the keys and shapes fit {' and '.join(candidates)} alike; say which with --model")
+    fits = ", ".join(candidates[:-1]) + f" and {candidates[-1]}"
+    options = ", ".join(f"--model {c}" for c in candidates[:-1]) + f" or --model {candidates[-1]}"
+    raise ModelNotInferred(f"its keys and shapes fit {fits} alike; say which: {options}")
 
 
-def model_for_state_dict(tensors: dict[str, Tensor], name: str | None = None, **config: Any) -> Model:
-    """The model a state_dict belongs to: `name` (or inferred), config read off the shapes."""
+def model_for_state_dict(
+    tensors: dict[str, Tensor],
+    name: str | None = None,
+    recorded: tuple[str, dict[str, Any]] | None = None,
+    **config: Any,
+) -> Model:
+    """The model a state_dict belongs to: `name`, else the one `recorded` in its file, else
+    inferred from its keys; config read off the shapes (then `recorded`'s, then `config`)."""
+    if name is None and recorded is not None:
+        name, config = recorded[0], {**recorded[1], **config}
     name = name or infer_model_name(tensors)
     model = get_model(name, **{**infer_config(name, tensors), **config})
     check_state_dict(model, tensors, source="the state_dict")
@@ -107,12 +146,18 @@ def model_for_state_dict(tensors: dict[str, Tensor], name: str | None = None, **
 
 
 def pt_to_safetensors(src: str | Path, dst: str | Path, name: str | None = None, **config: Any) -> Model:
-    """Convert a book .pt state_dict (or a plain .safetensors one) into a ptm_func checkpoint."""
-    tensors = read_plain_safetensors(src) if Path(src).suffix == ".safetensors" else read_pt_state_dict(src)
+    """Convert a book .pt state_dict (or a plain .safetensors one) into a ptm_func checkpoint.
+
+    Raises ModelNotInferred (a SettingsError) when `name` is None and the keys fit several models.
+    """
+    if Path(src).suffix == ".safetensors":
+        tensors, recorded = read_plain_safetensors(src), None
+    else:
+        tensors, recorded = _read_pt(src)
     try:
-        model = model_for_state_dict(tensors, name, **config)
-    except CheckpointError as err:
-        raise CheckpointError(f"{src}: {err}") from None
+        model = model_for_state_dict(tensors, name, recorded, **config)
+    except (CheckpointError, ModelNotInferred) as err:
+        raise type(err)(f"{src}: {err}") from None
     params, state = model.split(tensors)
     save_checkpoint(dst, model, params, state, {"converted_from": str(src)})
     return model
@@ -124,8 +169,11 @@ def safetensors_to_pt(src: str | Path, dst: str | Path, name: str | None = None)
     module = ckpt.model.module()
     module.load_state_dict({**ckpt.params, **ckpt.state}, strict=True)
     # the module's own state_dict: tied keys stay shared, as in the book's file
+    state_dict = module.state_dict()
+    record = jsonio.dumps({"model": ckpt.model.name, "config": ckpt.model.config})
+    state_dict._metadata[""] = {**state_dict._metadata.get("", {}), PT_MODEL_KEY: record}
     try:
-        atomic.atomic_write(dst, lambda tmp: torch.save(module.state_dict(), tmp))
+        atomic.atomic_write(dst, lambda tmp: torch.save(state_dict, tmp))
     except OSError as err:
         raise CheckpointError(f"cannot write {dst}: {atomic.reason(err)}") from None
     return ckpt.model
