@@ -31,13 +31,14 @@ def check_command(
     tied: bool | None = Tied,
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON on stdout."),
 ):
-    """Check that the compiled and vmapped train steps agree with the eager one, here.
+    """Check that compiled and vmapped steps agree with eager, here.
 
-    A few steps of MODEL on random data through the training loop, every way it runs on the device:
+    A few steps of MODEL on random data through the training loop, every way it runs on the
+    device: compiled (on CUDA also with CUDA graphs), 2 members vmapped, and 2 members one after
+    the other.
 
-    compiled (on CUDA also with CUDA graphs); 2 members vmapped; 2 members one after the other.
-
-    Each: its largest difference from eager; compiles and CUDA-graph recordings (over 1: re-compiled).
+    For each way: its largest difference from eager, and how many compiles and CUDA-graph
+    recordings it took (more than 1: it re-compiled).
 
     Exit 1 on a difference beyond --tolerance or a failed compile (ptm train would fall back).
 

@@ -11,6 +11,7 @@ from .compare_cmd import compare
 from .convert import convert
 from .errors import DEBUG
 from .inspect_cmds import info, predict
+from .options import whole_first_paragraph
 from .plot_cmd import plot
 from .show import show_app
 from .sweep_cmd import sweep_command
@@ -39,15 +40,19 @@ def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebac
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
 
 
-app.command()(train)
-app.command("eval")(evaluate_checkpoint)
-app.command()(convert)
-app.command()(info)
-app.command()(predict)
-app.command()(compare)
-app.command()(plot)
-app.command("sweep")(sweep_command)
-app.command("check")(check_command)
+# short_help: the command list would cut a summary longer than ~65 characters mid-sentence
+for name, command in [
+    ("train", train),
+    ("eval", evaluate_checkpoint),
+    ("convert", convert),
+    ("info", info),
+    ("predict", predict),
+    ("compare", compare),
+    ("plot", plot),
+    ("sweep", sweep_command),
+    ("check", check_command),
+]:
+    app.command(name, short_help=whole_first_paragraph(command))(command)
 app.add_typer(show_app, name="show")
 
 

@@ -36,6 +36,12 @@ Classes = typer.Option(
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
 
 
+def whole_first_paragraph(command) -> str:
+    """A command's summary (its docstring's first paragraph) for the command list of --help,
+    which would otherwise cut it at about 65 characters, mid-sentence."""
+    return " ".join((command.__doc__ or "").strip().split("\n\n")[0].split())
+
+
 def parse_classes(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
 

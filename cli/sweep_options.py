@@ -6,15 +6,17 @@ import typer
 
 from ptm_func.catalog import TRAINABLE_NAMES
 
-LIST_HELP = "Comma-separated values to sweep (e.g. 0.003,0.01,0.03); one value fixes it."
-
 Model = typer.Argument(None, help=f"One of: {', '.join(TRAINABLE_NAMES)}. Not with --resume.")
-Lr = typer.Option(None, help="Learning rates. " + LIST_HELP)
-Momentum = typer.Option(None, help="SGD momentum values. " + LIST_HELP)
-Dampening = typer.Option(None, help="SGD dampening values. " + LIST_HELP)
-WeightDecay = typer.Option(None, help="SGD weight decay values. " + LIST_HELP)
-L2 = typer.Option(None, "--l2", help="The book's L2 penalty lambdas. " + LIST_HELP)
-L1 = typer.Option(None, "--l1", help="L1 penalty lambdas. " + LIST_HELP)
+Lr = typer.Option(
+    None,
+    help="Learning rates to sweep, comma-separated: every list option works so (one value fixes it). "
+    "E.g. 0.003,0.01,0.03.",
+)
+Momentum = typer.Option(None, help="SGD momentum values, e.g. 0,0.9.")
+Dampening = typer.Option(None, help="SGD dampening values (with momentum), e.g. 0,0.5.")
+WeightDecay = typer.Option(None, help="SGD weight decay values, e.g. 0,5e-4.")
+L2 = typer.Option(None, "--l2", help="The book's L2 penalty lambdas, e.g. 0,1e-3.")
+L1 = typer.Option(None, "--l1", help="L1 penalty lambdas, e.g. 0,1e-4.")
 Seeds = typer.Option(1, help="Seeds per grid point: --seed, --seed + 1, ... (mean +/- std over them).")
 Seed = typer.Option(123, help="The first seed.")
 Epochs = typer.Option(None, help="Epochs for every member (book: 100).")
