@@ -39,7 +39,7 @@ def compare(
         help="Where the bar chart goes (needs matplotlib); learning curves go beside it (NAME-curves.png).",
     ),
 ):
-    """Train the book's variants with one seed and data; print the comparison, chart it.
+    """Train the book's variants on one seed and data; table and chart.
 
     Writes the table as JSON (with every variant's per-epoch history), the book's bar chart of
     train vs val accuracy, and every variant's learning curves.
@@ -64,7 +64,7 @@ def compare(
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
         rows, interrupted = _train_all(plans, dataset)
     with friendly_errors():
-        failed = _report(rows, dataset, overrides, json_out, chart, curves)
+        failed = _report(rows, dataset, overrides, plans, json_out, chart, curves)
     if interrupted:
         typer.echo(f"ptm: interrupted; the table holds the {len(rows)} variants that finished", err=True)
         raise typer.Exit(130)
@@ -97,17 +97,18 @@ def _train_all(plans, dataset) -> tuple[list, bool]:
     return rows, False
 
 
-def _report(rows, dataset, overrides, json_out: Path, chart: Path, curves: Path) -> bool:
+def _report(rows, dataset, overrides, plans, json_out: Path, chart: Path, curves: Path) -> bool:
     """Print the table, then write JSON, chart and curves; a failed write says so. True if any failed."""
     from rich.console import Console
     from rich.table import Table
 
     from ptm_func.errors import PlotUnavailable
     from ptm_func.files import jsonio
+    from ptm_func.reports.compare import describe_comparison
     from ptm_func.reports.plot import comparison_chart, learning_curves_grid
 
-    source = printable(dataset.source)
-    table = Table(title=f"chapter-8 comparison ({source}, seed {overrides.get('seed', 123)})")
+    described = describe_comparison(plans, printable(dataset.source))
+    table = Table(title=described)
     for column in ("variant", "book class", "params", "train acc", "val acc", "seconds"):
         table.add_column(column, justify="left" if column in ("variant", "book class") else "right")
     for r in rows:
@@ -137,9 +138,9 @@ def _report(rows, dataset, overrides, json_out: Path, chart: Path, curves: Path)
     finished = [r for r in rows if r.diverged_in is None]
     try:
         if finished:
-            typer.echo(f"chart: {comparison_chart(finished, chart)}")
+            typer.echo(f"chart: {comparison_chart(finished, chart, described)}")
             drawn = learning_curves_grid(
-                [(r.variant, r.history) for r in rows], curves, title=f"learning curves ({source})"
+                [(r.variant, r.history) for r in rows], curves, title=f"{described}\nlearning curves"
             )
             typer.echo(f"learning curves: {drawn}")
     except PlotUnavailable as err:

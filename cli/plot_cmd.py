@@ -7,8 +7,10 @@ from pathlib import Path
 import typer
 
 from ptm_func.errors import RecordError
+from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
+from .options import note
 
 
 def plot(
@@ -20,9 +22,13 @@ def plot(
     out: Path | None = typer.Option(
         None, "--out", help="PNG to write (default: beside the first run, NAME.curves.png)."
     ),
-    title: str | None = typer.Option(None, help="Title above the plots (default: the runs' names)."),
+    title: str | None = typer.Option(
+        None, help="Title above the plots (default: the epochs drawn and the runs' names)."
+    ),
 ):
-    """Draw learning curves: train and val accuracy, and loss, per epoch, for each run.
+    """Draw learning curves (accuracy and training loss) per epoch.
+
+    One colour per run; accuracy on the left (train and val), the training loss on the right.
 
     Train accuracy is the running one, measured while training; val accuracy is measured in eval mode.
 
@@ -30,26 +36,37 @@ def plot(
 
     An ensemble (--replicas) is drawn as each member's curve and their mean.
 
+    A run with no finished epoch yet is skipped with a note; a record whose epochs repeat or
+    are out of order is drawn in epoch order with a warning.
+
     Example: ptm plot runs/net-seed123.safetensors
 
     Example: ptm plot runs/net-seed123.safetensors runs/res-seed123.safetensors --out curves.png
     """
     from ptm_func.files.records import METRICS_SUFFIX, find_metrics, read_metrics
-    from ptm_func.reports.plot import PlotUnavailable, learning_curves
+    from ptm_func.reports.plot import PlotUnavailable, learning_curves, tidy_epochs
 
     with friendly_errors():
         if out is not None and out.suffix != ".png":
             raise UsageError(f"--out must name a .png file, got {out}")
-        curves = []
+        curves, drawn, empty = [], [], []
         for run in runs:
             path = find_metrics(run)
-            lines = read_metrics(path)
+            lines, problems = tidy_epochs(read_metrics(path))
+            for problem in problems:
+                typer.echo(f"ptm: warning: {printable(path)}: {problem}", err=True)
             if not lines:
-                raise RecordError(f"{path} has no finished epoch yet")
+                empty.append(path)
+                continue
             curves.append((path.name.removesuffix(METRICS_SUFFIX), lines))
+            drawn.append(path)
+        if not curves:
+            have = "has" if len(empty) == 1 else "have"
+            raise RecordError(f"{names(empty)} {have} no finished epoch yet: nothing to draw")
+        for path in empty:
+            note(f"skipped {printable(path)}: no finished epoch yet")
         if out is None:
-            first = find_metrics(runs[0])
-            out = first.with_name(first.name.removesuffix(METRICS_SUFFIX) + ".curves.png")
+            out = drawn[0].with_name(drawn[0].name.removesuffix(METRICS_SUFFIX) + ".curves.png")
         try:
             path = learning_curves(curves, out, title)
         except PlotUnavailable as err:

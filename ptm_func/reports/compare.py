@@ -10,6 +10,7 @@ from typing import Any
 from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.data.dataset import Dataset
 from ptm_func.errors import SettingsError
+from ptm_func.nets.registry import get_model
 from ptm_func.reports.summary import parameter_summary
 from ptm_func.training.config import book_setup
 from ptm_func.training.loop import fit
@@ -90,3 +91,21 @@ def plan_comparison(
             raise SettingsError(f"{name}: {err}") from None
         plans.append((name, options))
     return overrides, plans
+
+
+def describe_comparison(plans: Sequence[tuple[str, dict[str, Any]]], source: str) -> str:
+    """`chapter-8 comparison: 20 epochs, bundled:cifar2, seed 123`, and `; resdeep: 10 blocks
+    (book: 100)` when resdeep is cut short: the facts a table or chart of it needs."""
+    setups = {name: book_setup(name, **options) for name, options in plans}
+    epochs = sorted({config.epochs for _, config in setups.values()})
+    seeds = sorted({config.seed for _, config in setups.values()})
+    shown_epochs = ", ".join(map(str, epochs[:-1])) + (" or " if len(epochs) > 1 else "") + str(epochs[-1])
+    text = (
+        f"chapter-8 comparison: {shown_epochs} epoch{'' if epochs == [1] else 's'}, {source}, "
+        f"seed {', '.join(map(str, seeds))}"
+    )
+    if "resdeep" in setups:
+        blocks, book_blocks = setups["resdeep"][0].config["n_blocks"], get_model("resdeep").config["n_blocks"]
+        if blocks != book_blocks:
+            text += f"; resdeep: {blocks} blocks (book: {book_blocks})"
+    return text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -27,8 +28,9 @@ def pyplot():
     return plt
 
 
-def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
-    """The book's bar chart: train vs val accuracy per variant."""
+def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path, title: str | None = None) -> Path:
+    """The book's bar chart: train vs val accuracy per variant, under `title` (what was compared:
+    `reports.compare.describe_comparison`)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     xs = range(len(rows))
@@ -38,20 +40,73 @@ def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path) -> Path:
     ax.set_xticks(list(xs), [r.variant for r in rows])
     low = min(min(r.train_accuracy, r.val_accuracy) for r in rows)
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy after the last epoch")
     ax.legend(loc="upper left", ncol=2)
+    if title:
+        ax.set_title(fitted(title, fig), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, plt, path)
+
+
+def fitted(title: str, fig, fontsize: float = 10) -> str:
+    """`title` wrapped to the figure's width (about 13 characters an inch at font size 10)."""
+    width = max(20, int(fig.get_figwidth() * 130 / fontsize))
+    return "\n".join(textwrap.fill(line, width) for line in title.splitlines())
 
 
 Runs = Sequence[tuple[str, Sequence[dict[str, Any]]]]  # (label, epoch lines as records.py writes them)
 TRAIN_STYLE, VAL_STYLE = "-", "--"
 
 
+def plural(count: int, noun: str) -> str:
+    """`1 epoch`, `3 epochs`."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def epochs_drawn(lines: Sequence[dict[str, Any]]) -> str:
+    """`10 epochs`, or `3 of 10 epochs` for a run that planned more than its record holds."""
+    done = max((line["epoch"] for line in lines), default=0)
+    planned = max((line.get("epochs") or 0 for line in lines), default=0)
+    return f"{done} of {plural(planned, 'epoch')}" if planned > done else plural(done, "epoch")
+
+
+def curves_title(runs: Runs, what: str = "learning curves") -> str:
+    """`learning curves, 10 epochs: a, b`, or `learning curves: a (10 epochs), b (3 of 10 epochs)`."""
+    counts = [epochs_drawn(lines) for _, lines in runs]
+    if len(set(counts)) == 1:
+        return f"{what}, {counts[0]}: " + ", ".join(label for label, _ in runs)
+    labelled = (f"{label} ({count})" for (label, _), count in zip(runs, counts, strict=True))
+    return f"{what}: " + ", ".join(labelled)
+
+
+def tidy_epochs(lines: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The lines in epoch order, the last of any repeated epoch kept; and what was wrong.
+
+    A record holds each epoch once, in order; a repeated or out-of-order epoch (records
+    concatenated or edited by hand) would draw a curve that runs backwards.
+    """
+    problems = []
+    epochs = [line["epoch"] for line in lines]
+    repeated = sorted({e for e in epochs if epochs.count(e) > 1})
+    if len(repeated) == 1:
+        epoch = repeated[0]
+        problems.append(f"epoch {epoch} appears {epochs.count(epoch)} times; its last line is drawn")
+    elif repeated:
+        shown = ", ".join(map(str, repeated[:5])) + (", ..." if len(repeated) > 5 else "")
+        problems.append(f"epochs {shown} appear more than once; the last line of each is drawn")
+    descents = [(a, b) for a, b in zip(epochs, epochs[1:], strict=False) if b < a]
+    if descents:
+        a, b = descents[0]
+        problems.append(f"epochs out of order (epoch {b} after epoch {a}); drawn in epoch order")
+    latest = {line["epoch"]: line for line in lines}
+    return [latest[e] for e in sorted(latest)], problems
+
+
 def learning_curves(runs: Runs, path: str | Path, title: str | None = None) -> Path:
     """Accuracy (running train, val) and loss per epoch, overlaid, one colour per run.
 
-    A run of K members (an ensemble) is drawn as K thin curves and their mean.
+    A run of K members (an ensemble) is drawn as K thin curves and their mean. The default
+    title says the epochs drawn.
     """
     plt = pyplot()
     from matplotlib.lines import Line2D
@@ -68,19 +123,24 @@ def learning_curves(runs: Runs, path: str | Path, title: str | None = None) -> P
             Line2D([], [], color=colour, lw=1.8, label=label + (f" (mean of {size})" if size > 1 else ""))
         )
     ax_acc.set_ylabel("accuracy")
+    ax_acc.set_title("accuracy", fontsize=10)
     ax_acc.legend(handles=_style_handles(Line2D, "black", "black"), loc="lower right", fontsize=8)
-    ax_loss.set_ylabel("loss (mean per batch)")
+    ax_loss.set_ylabel("training loss (mean per batch)")
+    ax_loss.set_title("training loss (while training, penalty included)", fontsize=10)
     ax_loss.legend(handles=run_handles, loc="upper right", fontsize=8)
     for ax in (ax_acc, ax_loss):
         ax.set_xlabel("epoch")
     _epoch_axes((ax_acc, ax_loss))
-    fig.suptitle(title or "learning curves: " + ", ".join(label for label, _ in runs))
+    fig.suptitle(fitted(title or curves_title(runs), fig, fontsize=12), fontsize=12)
     fig.tight_layout()
     return save_figure(fig, plt, path)
 
 
 def learning_curves_grid(runs: Runs, path: str | Path, title: str | None = None) -> Path:
-    """Train and val accuracy per epoch, one small panel per run, shared axes (for many runs)."""
+    """Train and val accuracy per epoch, one small panel per run, shared axes (for many runs).
+
+    Default title: the epochs drawn and the runs' names (`curves_title`).
+    """
     plt = pyplot()
     from matplotlib.lines import Line2D
 
@@ -104,7 +164,7 @@ def learning_curves_grid(runs: Runs, path: str | Path, title: str | None = None)
     axes.flat[0].legend(
         handles=_style_handles(Line2D, train_colour, val_colour), loc="lower right", fontsize=7
     )
-    fig.suptitle(title or "learning curves")
+    fig.suptitle(fitted(title or curves_title(runs), fig, fontsize=12), fontsize=12)
     fig.tight_layout()
     return save_figure(fig, plt, path)
 
@@ -157,40 +217,55 @@ def _mean_curve(members: list[tuple[list[int], list[float]]]) -> tuple[list[int]
     return epochs, [sum(lookup[e] for lookup in lookups) / len(lookups) for e in epochs]
 
 
-def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str | Path, title: str) -> Path:
-    """Val accuracy (mean +/- std over seeds) against the swept values: a line for one swept
-    hyperparameter, a heatmap for two, bars (best first) for more or none."""
+def sweep_chart(
+    rows: Sequence[dict[str, Any]],
+    swept: Sequence[str],
+    path: str | Path,
+    title: str,
+    *,
+    epochs: int | None = None,
+) -> Path:
+    """Accuracy against the swept values: a line (train and val) for one swept hyperparameter,
+    a heatmap (val) for two, bars (val, best first) for more or none.
+
+    `title` names the sweep (`sweep of net`); the chart adds the epochs and what it draws: the
+    mean over seeds, +/- their std only where there are two or more.
+    """
     plt = pyplot()
     rows = [r for r in rows if r["val_mean"] is not None]
+    seeds = max((r.get("seeds", 1) - r.get("diverged", 0) for r in rows), default=1)
+    spread = seeds >= 2
+    over = f"mean +/- std over {seeds} seeds" if spread else "one seed"
+
+    def errors(which: str) -> list[float] | None:
+        return [r[f"{which}_std"] for r in rows] if spread else None
+
     if len(swept) == 1 and rows:
         (key,) = swept
         rows = sorted(rows, key=lambda r: r[key])
+        drawn = f"train and val accuracy (eval mode), {over}"
         fig, ax = plt.subplots(figsize=(6.4, 4), dpi=100)
         xs = [r[key] for r in rows]
-        for which, label in (("val", "val (eval mode)"), ("train", "train (eval mode)")):
+        for which, label in (("val", "val"), ("train", "train")):
             ax.errorbar(
-                xs,
-                [r[f"{which}_mean"] for r in rows],
-                yerr=[r[f"{which}_std"] for r in rows],
-                marker="o",
-                capsize=3,
-                label=label,
+                xs, [r[f"{which}_mean"] for r in rows], yerr=errors(which), marker="o", capsize=3, label=label
             )
         if min(xs) > 0 and max(xs) / min(xs) >= 10:
             ax.set_xscale("log")
             ax.minorticks_off()
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
         ax.set_xlabel(key)
-        ax.set_ylabel("accuracy (mean +/- std over seeds)")
+        ax.set_ylabel("accuracy (eval mode)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     elif len(swept) == 2 and rows:
+        drawn = "val accuracy" + (f", mean over {seeds} seeds" if spread else ", one seed")
         first, second = swept
         ys, xs = sorted({r[first] for r in rows}), sorted({r[second] for r in rows})
         grid = [[float("nan")] * len(xs) for _ in ys]
         for r in rows:
             grid[ys.index(r[first])][xs.index(r[second])] = r["val_mean"]
-        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * len(xs), 1.4 + 0.8 * len(ys)), dpi=100)
+        fig, ax = plt.subplots(figsize=(1.6 + 1.1 * max(len(xs), 2), 1.6 + 0.8 * len(ys)), dpi=100)
         image = ax.imshow(grid, cmap="viridis", aspect="auto", origin="lower")
         middle = sum(image.get_clim()) / 2
         for i, row in enumerate(grid):
@@ -202,31 +277,50 @@ def sweep_chart(rows: Sequence[dict[str, Any]], swept: Sequence[str], path: str 
         ax.set_yticks(range(len(ys)), [f"{y:g}" for y in ys])
         ax.set_xlabel(second)
         ax.set_ylabel(first)
-        fig.colorbar(image, ax=ax, label="val accuracy (mean over seeds)")
+        fig.colorbar(image, ax=ax, label="val accuracy" + (" (mean over seeds)" if spread else ""))
     else:
+        drawn = f"val accuracy, {over}"
         labels = [" ".join(f"{k}={r[k]:g}" for k in swept) or "all" for r in rows]
-        fig, ax = plt.subplots(figsize=(7, 1 + 0.35 * max(len(rows), 1)), dpi=100)
-        ax.barh(range(len(rows)), [r["val_mean"] for r in rows], xerr=[r["val_std"] for r in rows], capsize=3)
+        fig, ax = plt.subplots(figsize=(7, 1.3 + 0.35 * max(len(rows), 1)), dpi=100)
+        bars = [r["val_mean"] for r in rows]
+        ax.barh(range(len(rows)), bars, xerr=errors("val"), capsize=3)
         ax.set_yticks(range(len(rows)), labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("val accuracy (mean +/- std over seeds)")
+        ax.set_xlabel("val accuracy" + (f" ({over})" if spread else ""))
         if rows:
-            low = min(r["val_mean"] for r in rows)
+            low = min(bars)
             ax.set_xlim(max(0.0, low - 0.05), 1.0)
-    ax.set_title(title, fontsize=10)
+    heading = title + (f", {plural(epochs, 'epoch')}" if epochs is not None else "")
+    ax.set_title(fitted(f"{heading}\n{drawn}", fig), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, plt, path)
 
 
-def image_grid(panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], path: str | Path) -> Path:
-    """Rows of (input title, input, output title, output) grey images, side by side."""
+def image_grid(
+    panels: Sequence[tuple[str, torch.Tensor, str, torch.Tensor]], path: str | Path, title: str | None = None
+) -> Path:
+    """Grey images from (input title, input, output title, output) panels, under `title`.
+
+    Panels sharing one input (the convolution demo) draw it once, first, then every output,
+    three a row; otherwise each row pairs an input with its output.
+    """
     plt = pyplot()
-    fig, axes = plt.subplots(len(panels), 2, figsize=(6, 2.6 * len(panels)), dpi=100, squeeze=False)
-    for (left_title, left, right_title, right), (ax_l, ax_r) in zip(panels, axes, strict=True):
-        for ax, title, image in ((ax_l, left_title, left), (ax_r, right_title, right)):
-            ax.imshow(image.detach().cpu().numpy(), cmap="gray")
-            ax.set_title(title, fontsize=9)
-            ax.axis("off")
+    first = panels[0][1]
+    if all(left is first or torch.equal(left, first) for _, left, _, _ in panels):
+        images = [(panels[0][0], first)] + [(right_title, right) for _, _, right_title, right in panels]
+        cols = min(3, len(images))
+        rows = math.ceil(len(images) / cols)
+    else:
+        images = [image for l_t, left, r_t, right in panels for image in ((l_t, left), (r_t, right))]
+        cols, rows = 2, len(panels)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 2.9 * rows + 0.4), dpi=100, squeeze=False)
+    for ax, (panel_title, image) in zip(axes.flat, images, strict=False):
+        ax.imshow(image.detach().cpu().numpy(), cmap="gray")
+        ax.set_title(panel_title, fontsize=9)
+    for ax in axes.flat:
+        ax.axis("off")
+    if title:
+        fig.suptitle(fitted(title, fig), fontsize=10)
     fig.tight_layout()
     return save_figure(fig, plt, path)
 
