@@ -279,8 +279,9 @@ def _finish(report: SweepReport, plan: SweepRequest, dataset: Dataset) -> SweepR
     plan.spec["results"] = {"members": report.outcome.results, "table": report.rows}
     sweep.write_spec(plan.folder, plan.spec)
     try:
-        title = f"sweep of {plan.variant}: val accuracy"
-        report.chart = sweep_chart(report.rows, plan.swept, plan.folder / CHART_NAME, title)
+        epochs = plan.members[0].config.epochs if plan.members else None
+        title = f"sweep of {plan.variant}"  # the chart adds what it draws
+        report.chart = sweep_chart(report.rows, plan.swept, plan.folder / CHART_NAME, title, epochs=epochs)
     except PlotUnavailable as err:
         report.chart_error = str(err)
     except (OSError, ValueError) as err:
