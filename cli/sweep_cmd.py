@@ -101,11 +101,7 @@ def sweep_command(
 
         texts = {"--lr": lr, "--momentum": momentum, "--dampening": dampening}
         texts.update({"--weight-decay": weight_decay, "--l2": l2, "--l1": l1})
-        grid = (
-            {GRID_OPTIONS[o]: v for o, t in texts.items() if (v := parse_values(o, t)) is not None}
-            if resume is None
-            else {}
-        )
+        grid = {GRID_OPTIONS[o]: v for o, t in texts.items() if (v := parse_values(o, t)) is not None}
         settings = optional(
             epochs=epochs, batch_size=batch_size, eval_every=eval_every, compile=compile, members_vmap=vmap,
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,

@@ -439,6 +439,29 @@ def test_a_diverging_ensemble_stops_and_saves_every_replica(two_classes, tmp_pat
         assert all(torch.isfinite(v).all() for v in load_checkpoint(path).params.values())
 
 
+def test_a_diverged_sweep_member_records_what_its_own_run_records(two_classes, tmp_path):
+    """Issue 21: the member used to get lines for epochs 1-3 (loss null, accuracy 0.5)."""
+    common = ["res", *two_classes, "--momentum", "0.9", "--epochs", "3", "--batch-size", "16", "--no-compile"]
+    swept = invoke("sweep", *common, "--lr", "10,0.01", "--out", tmp_path / "sweep")
+    assert swept.exit_code == 0, swept.output
+    alone = invoke("train", *common, "--lr", "10", "--out", tmp_path / "alone.safetensors")
+    assert alone.exit_code == 1 and "became NaN or infinite in epoch 1" in alone.output
+    member = read_metrics(tmp_path / "sweep" / "res-lr10-seed123.metrics.jsonl")
+    assert member == read_metrics(tmp_path / "alone.metrics.jsonl") == []
+    assert [
+        line["epoch"] for line in read_metrics(tmp_path / "sweep" / "res-lr0.01-seed123.metrics.jsonl")
+    ] == [1, 2, 3]
+
+
+def test_resuming_a_run_killed_before_its_first_save_says_there_is_nothing_to_resume(tmp_path):
+    """Issue 21: it used to say the missing checkpoint "can be evaluated"."""
+    (tmp_path / "net.run.json").write_text('{"variant": "net"}')
+    (tmp_path / "net.metrics.jsonl").write_text("")
+    result = invoke("train", "net", "--resume", tmp_path / "net.safetensors")
+    fails_cleanly(result, 1, "stopped before its first save, so there is nothing to resume")
+    assert "evaluated" not in result.output
+
+
 # --- 5. one line, not a traceback ------------------------------------------------------------
 
 

@@ -122,3 +122,29 @@ def test_replicas_stopped_midway_resume_to_the_uninterrupted_replicas(image_fold
             1,
             2,
         ]
+
+
+def test_sweep_resume_says_which_options_it_ignores(straight, capsys):
+    """Issue 21: --lr, --seeds and --epochs were ignored without a word."""
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(
+        app,
+        [
+            "sweep",
+            "--resume",
+            str(straight),
+            "--lr",
+            "0.5",
+            "--seeds",
+            "3",
+            "--epochs",
+            "9",
+            "--device",
+            "cpu",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    assert "resuming the sweep as planned in sweep.json; ignoring lr, epochs, seeds" in result.output

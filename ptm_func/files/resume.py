@@ -113,6 +113,11 @@ def load_run(
     path = Path(path)
     side = training_state_path(path)
     if not side.exists() and not atomic.temp_files(side):
+        if not path.exists() and not atomic.temp_files(path):
+            raise CheckpointError(
+                f"no checkpoint at {path}: the run stopped before its first save, so there is nothing "
+                "to resume; start it again (the same --out, or --force for the default name)"
+            )
         raise CheckpointError(
             f"{path} has no training state beside it ({side.name}): it can be evaluated, not resumed"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
 import os
 import statistics
 import tempfile
@@ -190,9 +191,15 @@ class SweepRun:
                 at_epoch=start.epoch if start else 0,
             )
 
+        gone: set[int] = set()  # members that diverged: their record ends as their own run's would
+
         def log(stats: EpochStats, ts: TrainState) -> None:
             for r, record in enumerate(records):
-                record.log_epoch(stats.member(r))
+                loss = stats.member(r).loss
+                if loss is None or not math.isfinite(loss):
+                    gone.add(r)
+                if r not in gone:
+                    record.log_epoch(stats.member(r))
             if self.save_every and ts.epoch % self.save_every == 0 and ts.epoch < todo[0].config.epochs:
                 try:
                     save_runs(
