@@ -21,9 +21,49 @@ from ptm_func.training.config import book_setup
 from ptm_func.training.distributed import World, shard
 from ptm_func.training.loop import fit
 
+# Subprocesses that train: slow, and the rest of the suite runs without them (-m "not slow"); CI
+# runs them all.
+pytestmark = pytest.mark.slow
+
 MODELS = ("net", "res", "dropout", "batchnorm")
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PTM_DIST_TIMEOUT": "30"}
 PTM = [sys.executable, "-c", "from cli.main import app; app()"]
+# The 2-core machine these timeouts were set on runs `reference_work` in about this many seconds.
+REFERENCE_SECONDS = 0.3
+
+
+def reference_work() -> float:
+    """Seconds for a fixed single-threaded CPU job (a few Net steps on 64 images)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        net, images = Net(), torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+        started = time.perf_counter()
+        for _ in range(8):
+            net(images).sum().backward()
+        return time.perf_counter() - started
+    finally:
+        torch.set_num_threads(threads)
+
+
+def time_scale() -> float:
+    """How much slower than a quiet machine this one is now (at least 1): $PTM_TEST_TIME_SCALE,
+    else measured. Every timeout below is multiplied by it, so a loaded machine waits longer
+    instead of failing."""
+    given = os.environ.get("PTM_TEST_TIME_SCALE")
+    if given:
+        return max(1.0, float(given))
+    return max(1.0, min(20.0, reference_work() / REFERENCE_SECONDS))
+
+
+SCALE = time_scale()
+
+
+def seconds(base: float) -> float:
+    """`base` seconds (what a quiet machine needs, with a margin), scaled to this machine."""
+    return base * SCALE
+
+
+ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "PTM_DIST_TIMEOUT": str(round(seconds(30)))}
 
 
 def random_data() -> Dataset:
@@ -67,6 +107,16 @@ def two_ranks(tmp_path_factory):
     return {name: [torch.load(folder / f"{name}.{r}") for r in range(2)] for name in MODELS}
 
 
+def test_timeouts_scale_with_the_machine(monkeypatch):
+    monkeypatch.setenv("PTM_TEST_TIME_SCALE", "3")
+    assert time_scale() == 3
+    monkeypatch.setenv("PTM_TEST_TIME_SCALE", "0.5")
+    assert time_scale() == 1  # never less time than the machine they were set on needed
+    monkeypatch.delenv("PTM_TEST_TIME_SCALE")
+    assert 1 <= time_scale() <= 20
+    assert seconds(240) == 240 * SCALE and float(ENV["PTM_DIST_TIMEOUT"]) >= 30
+
+
 def test_shards_cover_a_batch_evenly():
     slices = [shard(17, World(r, 3, r)) for r in range(3)]
     assert [(s.start, s.stop) for s in slices] == [(0, 6), (6, 12), (12, 17)]
@@ -101,7 +151,9 @@ def folder_data(tmp_path_factory):
 
 
 def ptm(*args, timeout=240):
-    return subprocess.run([*PTM, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=timeout)
+    return subprocess.run(
+        [*PTM, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=seconds(timeout)
+    )
 
 
 def train_args(data, out, *extra):
@@ -142,8 +194,8 @@ def test_nproc_2_writes_one_checkpoint_and_resumes_with_any_world_size(folder_da
     assert [line["epoch"] for line in read_metrics(tmp_path / "two.metrics.jsonl")] == [1, 2]
 
 
-def wait_for(proc, needle, seconds=120):
-    deadline = time.time() + seconds
+def wait_for(proc, needle, within=120):
+    deadline = time.time() + seconds(within)
     for line in proc.stderr:
         if needle in line or time.time() > deadline:
             return
@@ -159,7 +211,7 @@ def test_sigterm_stops_every_rank_at_one_step_and_resume_is_exact(folder_data, t
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     wait_for(proc, "epoch   3/40")
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    _, err = proc.communicate(timeout=seconds(120))
     assert proc.returncode == 128 + signal.SIGTERM, err
     assert err.count("Resume with:") == 1 and "Traceback" not in err
     assert load_checkpoint(cut).training["progress"]["epoch"] < 40
@@ -180,7 +232,7 @@ def test_a_rank_that_dies_ends_the_run_with_exit_code_1(folder_data, tmp_path):
     children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()
     workers = [pid for pid in children if "spawn_main" in open(f"/proc/{pid}/cmdline").read()]
     os.kill(int(workers[-1]), signal.SIGKILL)
-    _, err = proc.communicate(timeout=90)
+    _, err = proc.communicate(timeout=seconds(90))
     assert proc.returncode == 1, err
     # the launcher names the killed rank, or the survivor says it lost it first
     assert ("was killed by SIGKILL" in err or "another rank died" in err) and "Traceback" not in err
