@@ -58,7 +58,7 @@ def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dic
     return 0
 
 
-def world_or_launch(nproc: int) -> World | None:
+def world_or_launch(nproc: int, device: str) -> World | None:
     """The world this process runs in (printing only errors unless rank 0), after checking
     --nproc; with --nproc > 1 outside a world, the caller should start the workers."""
     from ptm_func.training.distributed import from_environment
@@ -70,7 +70,24 @@ def world_or_launch(nproc: int) -> World | None:
         raise UsageError(f"--nproc must be >= 1, got {nproc}")
     if nproc > 1 and world is not None:
         raise UsageError("--nproc starts its own workers: not inside torchrun")
+    if nproc > 1:
+        _check_workers_fit(nproc, device)
     return world
+
+
+def _check_workers_fit(nproc: int, device: str) -> None:
+    """A worker per CPU (gloo) or per visible GPU (NCCL), at most."""
+    import torch
+
+    from ptm_func.training.devices import resolve_device
+    from ptm_func.training.limits import cpu_count
+
+    if resolve_device(device).type == "cuda":
+        have, what = torch.cuda.device_count(), "visible GPUs"
+    else:
+        have, what = cpu_count(), "CPUs"
+    if nproc > have:
+        raise UsageError(f"--nproc {nproc} is more workers than the {have} {what} here; give at most {have}")
 
 
 def run_as_worker(command: Callable[..., Any], arguments: dict[str, Any]) -> None:

@@ -93,7 +93,7 @@ def sweep_command(
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
-        world = world_or_launch(nproc)
+        world = world_or_launch(nproc, device)
         if nproc > 1:
             workers = {**arguments, "nproc": 1, "out": _folder(arguments)}
             raise typer.Exit(run_workers(nproc, sweep_worker, workers))

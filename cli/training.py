@@ -70,7 +70,7 @@ def train(
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
-        world = world_or_launch(nproc)
+        world = world_or_launch(nproc, device)
         if nproc > 1:
             raise typer.Exit(run_workers(nproc, train_worker, {**arguments, "nproc": 1}))
         from ptm_func.runs.training import run_training

@@ -20,6 +20,7 @@ from ptm_func.catalog import DEFAULT_TOLERANCE, NOISE_FACTOR
 from ptm_func.data.dataset import Dataset, Split
 from ptm_func.training.compiling import uses_channels_last
 from ptm_func.training.config import book_setup
+from ptm_func.training.limits import IMAGE_BYTES, check_fits, check_step_fits
 from ptm_func.training.loop import fit
 from ptm_func.training.state import TrainResult
 
@@ -115,6 +116,9 @@ def check(
     )
     # two members that differ in seed and learning rate
     members = [config, replace(config, seed=config.seed + 1, lr=2 * config.lr)]
+    data_bytes = 2 * steps * batch_size * IMAGE_BYTES  # made on the CPU, then copied
+    check_fits(data_bytes, device, f"{steps:,} steps of {batch_size:,} random images")
+    check_step_fits(model, batch_size, 2, device, f"a step of two members on {batch_size:,} images")
     data = random_data(steps * batch_size, device)
     start = [model.init(c.seed, device=device) for c in members]
     eager = [fit(model, data, c) for c in members]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from ptm_func.training.compiling import will_compile
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, barrier, join, leave
+from ptm_func.training.limits import MAX_MEMBERS, PLAN_BYTES_PER_MEMBER, check_step_fits, free_disk, gib
 from ptm_func.training.members import uses_vmap
 
 CHART_NAME = "sweep.png"
@@ -152,6 +154,11 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         plan.spec = _spec(plan, dataset, seeds, seed, grid or {})
         if main:
             sweep.write_spec(plan.folder, plan.spec)
+    lead, chunk = plan.members[0].config, min(plan.chunk, len(plan.members))
+    check_step_fits(
+        plan.net, min(lead.batch_size, len(dataset.train)), chunk, dev, f"a chunk of {chunk} members",
+        together=uses_vmap(lead, dev),
+    )  # fmt: skip
     _announce(plan, dataset, dev, reporter)
     stop = StopOnSignal(reporter.message)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
@@ -188,6 +195,11 @@ def _new_plan(variant, grid, seeds, seed, chunk, out, settings) -> SweepRequest:
         )
         if not numbers:
             raise SettingsError(f"grid[{key!r}] must be a list of numbers, got {values!r}")
+    count = seeds * math.prod(len(values) for values in grid.values())
+    if count > MAX_MEMBERS:
+        raise SettingsError(
+            f"the grid times --seeds makes {count:,} members; a sweep takes {MAX_MEMBERS:,} at most"
+        )
     try:
         net, base = book_setup(variant, **settings)
         members = sweep.grid(variant, base, grid, range(seed, seed + seeds))
@@ -204,6 +216,12 @@ def _check_outputs(plan: SweepRequest) -> None:
         atomic.check_writable(path, 1 << 16)
     chunk_bytes = checkpoint_bytes(plan.net) * min(plan.chunk, len(plan.members))
     atomic.check_writable(plan.folder / "probe.safetensors", chunk_bytes)
+    need = len(plan.members) * (checkpoint_bytes(plan.net) + PLAN_BYTES_PER_MEMBER)
+    if need > free_disk(plan.folder):
+        raise SettingsError(
+            f"{len(plan.members):,} members need about {gib(need)} of disk in {plan.folder}, "
+            f"which has {gib(free_disk(plan.folder))} free"
+        )
 
 
 def _spec(plan: SweepRequest, dataset: Dataset, seeds: int, seed: int, grid) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""Every size is checked against what the machine has, before any work: one line, exit 2."""
+
+import time
+
+import pytest
+from typer.testing import CliRunner
+
+import ptm_func.training.limits as limits
+from cli.main import app
+from ptm_func.nets.registry import get_model
+from ptm_func.training.limits import activation_bytes, cpu_count
+
+
+def invoke(*args):
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "net", "--nproc", "1000", "--device", "cpu"], "more workers than the"),
+        (["sweep", "net", "--lr", "0.1,0.2", "--nproc", "999", "--device", "cpu"], "more workers than the"),
+        (["sweep", "net", "--seeds", "1000000000", "--device", "cpu"], "makes 1,000,000,000 members"),
+        (["sweep", "net", "--lr", "0.1,0.2,0.3", "--seeds", "40000", "--device", "cpu"], "120,000 members"),
+        (["check", "net", "--steps", "100000000", "--device", "cpu"], "of memory, but cpu has"),
+        (["check", "net", "--batch-size", "100000000", "--device", "cpu"], "of memory, but cpu has"),
+    ],
+)
+def test_sizes_beyond_the_machine_are_refused_at_once(args, needle, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    started = time.perf_counter()
+    result = invoke(*args)
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert lines[-1].startswith("ptm: error:") and needle in lines[-1], result.output
+    assert len([line for line in lines if line.startswith("ptm: error:")]) == 1
+    assert time.perf_counter() - started < 30
+    assert not (tmp_path / "runs").exists()
+
+
+def test_nproc_up_to_the_cpus_is_allowed_in_principle():
+    assert cpu_count() >= 1
+
+
+def test_a_batch_that_does_not_fit_is_refused_before_training(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(limits, "free_memory", lambda device: 50 << 20)  # 50 MiB free
+    out = tmp_path / "r.safetensors"
+    data = ["--data", image_folder, "--classes", "airplane,bird", "--device", "cpu", "--out", out]
+    result = invoke("train", "resdeep", *data, "--batch-size", "64", "--epochs", "1")
+    assert result.exit_code == 2 and "a step on batches of 64 needs about" in result.output, result.output
+    assert not out.exists()
+
+
+def test_a_sweep_that_does_not_fit_on_the_disk_is_refused(image_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr("ptm_func.runs.sweep_run.free_disk", lambda folder: 1 << 20)  # 1 MiB free
+    data = ["--data", image_folder, "--classes", "airplane,bird", "--device", "cpu"]
+    result = invoke("sweep", "net", *data, "--lr", "0.1,0.2", "--seeds", "20", "--out", tmp_path / "s")
+    assert result.exit_code == 2 and "40 members need about" in result.output, result.output
+    assert not (tmp_path / "s" / "net-lr0.1-seed123.safetensors").exists()
+
+
+def test_activation_memory_is_measured_and_grows_with_depth():
+    two, twenty, hundred = (activation_bytes(get_model("resdeep", n_blocks=n)) for n in (2, 20, 100))
+    assert two > 32 * 32 * 32 * 4  # at least conv1's output
+    assert (hundred - twenty) / 80 == pytest.approx((twenty - two) / 18)  # each block keeps the same
