@@ -211,6 +211,18 @@ def test_an_ambiguous_book_pt_is_a_usage_error_naming_the_candidates(name, optio
     assert str(tmp_path / "book.pt") in line and line.endswith(f"say which: {options}")
 
 
+def test_a_pt_record_gives_the_model_only_and_an_unknown_one_is_ignored(tmp_path):
+    state_dict = get_model("net").module().state_dict()
+    state_dict._metadata[""]["ptm_func_model"] = '{"model": "width", "config": {"n_chans1": 64}}'
+    torch.save(state_dict, tmp_path / "w.pt")
+    result = invoke("convert", tmp_path / "w.pt", tmp_path / "w.safetensors")
+    assert result.exit_code == 0 and "(width, {'n_chans1': 16})" in result.output  # the shapes' config
+    state_dict._metadata[""]["ptm_func_model"] = '{"model": "vgg"}'
+    torch.save(state_dict, tmp_path / "v.pt")
+    unknown = invoke("convert", tmp_path / "v.pt", tmp_path / "v.safetensors")
+    assert unknown.exit_code == 2 and "say which: --model net" in one_error_line(unknown.output)
+
+
 COMMANDS = ["train", "eval", "convert", "info", "predict", "compare", "plot", "sweep", "check"]
 
 

@@ -2,7 +2,7 @@
 
 A .pt that ptm writes is still the book's plain state_dict; it also names its model in the
 state_dict's own `_metadata` (what `load_state_dict` reads per module, ignoring keys it does
-not know), so converting it back needs no --model.
+not know), so converting it back needs no --model. The config is always read off the shapes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ptm_func.catalog import MODEL_NAMES
 from ptm_func.errors import CheckpointError, SettingsError
 from ptm_func.files import atomic, jsonio
 from ptm_func.files.checkpoint import (
@@ -40,18 +41,17 @@ def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
     return _read_pt(path)[0]
 
 
-def recorded_model(metadata: Any) -> tuple[str, dict[str, Any]] | None:
-    """(model name, config) that ptm recorded in a .pt state_dict's `_metadata`, if any."""
+def recorded_model(metadata: Any) -> str | None:
+    """The model name ptm recorded in a .pt state_dict's `_metadata`, if any (and known)."""
     root = metadata.get("") if isinstance(metadata, dict) else None
     try:
-        recorded = json.loads(root[PT_MODEL_KEY])
-        name, config = recorded["model"], recorded["config"]
+        name = json.loads(root[PT_MODEL_KEY])["model"]
     except (TypeError, KeyError, ValueError):
         return None
-    return (name, config) if isinstance(name, str) and isinstance(config, dict) else None
+    return name if name in MODEL_NAMES else None
 
 
-def _read_pt(path: str | Path) -> tuple[dict[str, Tensor], tuple[str, dict[str, Any]] | None]:
+def _read_pt(path: str | Path) -> tuple[dict[str, Tensor], str | None]:
     """A .pt file's state_dict, and the model ptm recorded in it (None: a book or other file)."""
     path = Path(path)
     if not path.is_file():
@@ -130,16 +130,11 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
 
 
 def model_for_state_dict(
-    tensors: dict[str, Tensor],
-    name: str | None = None,
-    recorded: tuple[str, dict[str, Any]] | None = None,
-    **config: Any,
+    tensors: dict[str, Tensor], name: str | None = None, recorded: str | None = None, **config: Any
 ) -> Model:
     """The model a state_dict belongs to: `name`, else the one `recorded` in its file, else
-    inferred from its keys; config read off the shapes (then `recorded`'s, then `config`)."""
-    if name is None and recorded is not None:
-        name, config = recorded[0], {**recorded[1], **config}
-    name = name or infer_model_name(tensors)
+    inferred from its keys; config read off the shapes (`config` overrides)."""
+    name = name or recorded or infer_model_name(tensors)
     model = get_model(name, **{**infer_config(name, tensors), **config})
     check_state_dict(model, tensors, source="the state_dict")
     return model
