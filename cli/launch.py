@@ -9,10 +9,13 @@ from __future__ import annotations
 import io
 import logging
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
@@ -24,14 +27,36 @@ if TYPE_CHECKING:
 
 from .errors import UsageError
 
+ERRORS_DIR = "PTM_RANK_ERRORS"  # where --nproc's workers note their errors
+
 
 def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dict[str, Any]) -> int:
     """Run entry(kwargs) in `nproc` local worker processes; the exit code for the command."""
+    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the launcher's own logs
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    errors = tempfile.mkdtemp(prefix="ptm-rank-errors-")
+    workers_env = {
+        ERRORS_DIR: errors,  # the workers note their errors there (see quiet_unless_main)
+        "PYTHONWARNINGS": "ignore:resource_tracker:UserWarning",  # a killed worker's semaphores
+    }
+    before = {name: os.environ.get(name) for name in workers_env}
+    os.environ.update(workers_env)  # spawned workers inherit it
+    try:
+        return _launch(nproc, entry, kwargs, Path(errors))
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(errors, ignore_errors=True)
+
+
+def _launch(nproc: int, entry, kwargs: dict[str, Any], errors: Path) -> int:
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,
@@ -54,8 +79,21 @@ def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dic
             typer.echo(f"ptm: error: worker rank {rank} was killed by {name}; the run stopped", err=True)
         if killed:
             return 1
+        _say_errors_once(errors)
         return err.get_first_failure()[1].exitcode  # the rank said why (an error; 130/143 when stopped)
     return 0
+
+
+def _say_errors_once(errors: Path) -> None:
+    """Rank 0 printed its error; if it had none, say the first other rank's (ranks > 0 print nothing)."""
+    said = {int(f.stem.removeprefix("rank")): f.read_text(encoding="utf-8") for f in errors.glob("rank*.txt")}
+    if said.get(0):
+        return
+    for rank, text in sorted(said.items()):
+        if text:
+            for line in text.splitlines():
+                typer.echo(f"ptm: error: (rank {rank}) {line.removeprefix('ptm: error: ')}", err=True)
+            return
 
 
 def world_or_launch(nproc: int, device: str) -> World | None:
@@ -102,28 +140,42 @@ def run_as_worker(command: Callable[..., Any], arguments: dict[str, Any]) -> Non
 
 
 class ErrorsOnly(io.TextIOBase):
-    """A stream that lets through only the `ptm: error:` lines of a rank > 0, marked with it."""
+    """A rank's stderr: its `ptm: error:` lines are noted in `log` (the launcher says them once);
+    rank 0 prints everything, ranks > 0 print nothing (or, under torchrun, their errors, marked)."""
 
-    def __init__(self, stream, rank: int):
-        self.stream, self.rank, self.pending = stream, rank, ""
+    def __init__(self, stream, rank: int, log: Path | None):
+        self.stream, self.rank, self.log, self.pending = stream, rank, log, ""
 
     def write(self, text: str) -> int:
+        if self.rank == 0:
+            self.stream.write(text)
         self.pending += text
         *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            if line.startswith("ptm: error:"):
+        for line in (line for line in lines if line.startswith("ptm: error:")):
+            if self.log is not None:
+                with self.log.open("a", encoding="utf-8") as log:
+                    log.write(line + "\n")
+            elif self.rank > 0:
                 self.stream.write(
                     f"ptm: error: (rank {self.rank}) {printable(line.removeprefix('ptm: error: '))}\n"
                 )
                 self.stream.flush()
         return len(text)
 
+    def flush(self) -> None:
+        self.stream.flush()
+
     def writable(self) -> bool:
         return True
 
 
 def quiet_unless_main(rank: int) -> None:
-    """Ranks > 0 print nothing but their errors (rank 0 speaks for the run)."""
+    """Rank 0 speaks for the run; ranks > 0 print nothing. Under --nproc every rank notes its
+    errors for the launcher, which says them once."""
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found"
+    folder = os.environ.get(ERRORS_DIR)
+    log = Path(folder) / f"rank{rank}.txt" if folder else None
     if rank > 0:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the worker
-        sys.stderr = ErrorsOnly(sys.stderr, rank)
+    if rank > 0 or log is not None:
+        sys.stderr = ErrorsOnly(sys.stderr, rank, log)
