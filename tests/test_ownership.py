@@ -45,6 +45,13 @@ def test_two_resumes_of_one_run_cannot_both_write(image_folder, tmp_path):
     assert [line["epoch"] for line in read_metrics(first.record)] == [1]
 
 
+def test_resuming_a_run_that_is_still_writing_says_so_before_reading_it(tmp_path):
+    """Not "nothing to resume" (it has not saved yet), and no finishing of its saves in flight."""
+    out = tmp_path / "busy.safetensors"
+    with owned(out), pytest.raises(OutputInUse, match="being written by"):
+        ptm_func.run_training("net", resume=out, reporter=ptm_func.Silent())
+
+
 def test_new_runs_on_the_default_name_skip_one_that_is_held(image_folder, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     default = tmp_path / "runs" / "net-seed123.safetensors"

@@ -122,9 +122,13 @@ def run_training(
     if world is not None:
         dev = join(world, dev)
     main = world is None or world.is_main  # the rank that prints and writes
-    plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
-    plan.checkpoint_every = checkpoint_every
-    with _owned_output(plan, main) as plan.out:  # one process at a time writes there
+    with contextlib.ExitStack() as held:  # one process at a time writes an output
+        if main and resume is not None:  # before reading it: a save in flight is not ours to finish
+            held.enter_context(owned(Path(resume)))
+        plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
+        plan.checkpoint_every = checkpoint_every
+        if resume is None or plan.out != Path(resume):
+            plan.out = held.enter_context(_owned_output(plan, main))
         return _run(plan, resume, reporter, world, main, stop_on_signals)
 
 
