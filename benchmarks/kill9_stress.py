@@ -58,7 +58,10 @@ def epochs_recorded(out: Path) -> list[int]:
 def trial(data: Path, folder: Path, reference: Path, rng: random.Random) -> tuple[bool, str]:
     out = folder / "run.safetensors"
     first = subprocess.Popen(PTM + train_args(data, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    time.sleep(rng.uniform(4.0, 6.0))  # past start-up: the lock is held
+    lock = out.with_name("run.lock")
+    while not lock.exists() and first.poll() is None:  # start-up: wait until it holds the output
+        time.sleep(0.05)
+    time.sleep(rng.uniform(0.0, 2.0))
     contender = subprocess.run(
         PTM + ["train", "dropout", "--resume", str(out)], capture_output=True, text=True, timeout=120
     )
