@@ -4,6 +4,7 @@
 #     and an 8-member ensemble with its peak memory.
 #   B (in parallel): `ptm check` of every model, the CUDA tests.
 #   C (two at once): resdeep, 100 blocks, tied and untied, against the book's loop.
+#   D (ACCURACY=1 only): resdeep's 100-epoch accuracy against the book's loop (README's table).
 # Results land in $OUT: log.txt, one JSON per part.
 #   OUT=/tmp/out bash benchmarks/gpu_run.sh    (DATA: bundled by default; DEVICE: cuda)
 set -u
@@ -53,5 +54,10 @@ PY
   done
   wait
   tail -6 "$LOGS"/resdeep*.log
+  if [ "${ACCURACY:-0}" = 1 ]; then  # optional: ~4-8 minutes more
+    echo "== D: resdeep (100 untied blocks), 100 epochs, against the book's loop"
+    timeout 480 python3 benchmarks/accuracy.py --model resdeep --data "$DATA" --device "$DEVICE" --compile \
+      --json "$OUT/accuracy_resdeep.json" 2>&1 | tail -4
+  fi
   date
 } 2>&1 | tee "$OUT/log.txt"

@@ -53,6 +53,8 @@ _PUBLIC = {
     "RunOutcome": "runs.training",
     "run_sweep": "runs.sweep_run",
     "SweepReport": "runs.sweep_run",
+    "run_replicas": "runs.replicas",
+    "ReplicasOutcome": "runs.replicas",
     "Reporter": "runs.reporter",
     "Silent": "runs.reporter",
     # research
@@ -81,6 +83,7 @@ _PUBLIC = {
             "CheckpointError",
             "RecordError",
             "SweepError",
+            "OutputInUse",
         )
     },
 }
@@ -117,6 +120,7 @@ if TYPE_CHECKING:  # what static tools and editors see
         DataError,
         DeviceError,
         ModelConfigError,
+        OutputInUse,
         RecordError,
         SettingsError,
         SweepError,
@@ -143,6 +147,7 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.research.landscape import interpolate, loss_line
     from ptm_func.research.per_example import per_example_gradients, score_examples
     from ptm_func.research.soup import average, soup
+    from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
     from ptm_func.runs.reporter import Reporter, Silent
     from ptm_func.runs.sweep_run import SweepReport, run_sweep
     from ptm_func.runs.training import RunOutcome, run_training

@@ -4,5 +4,6 @@ Owns `TrainConfig` (`config`), the pure step (`step`: gradients and the update),
 hand-written SGD (`optim`) and losses (`losses`), when and how the step is compiled
 (`compiling`, `fallback`, `tuning`), K members in one step (`members`), data parallelism
 (`distributed`), the loop itself (`loop.fit`), what it carries and returns (`state`),
-accuracy during training (`evaluate`) and device choice (`devices`). Writes no files.
+accuracy during training (`evaluate`), device choice (`devices`) and sizes checked against the
+machine's memory and CPUs (`limits`). Writes no files.
 """
