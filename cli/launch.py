@@ -32,8 +32,6 @@ ERRORS_DIR = "PTM_RANK_ERRORS"  # where --nproc's workers note their errors
 
 def run_workers(nproc: int, entry: Callable[[dict[str, Any]], None], kwargs: dict[str, Any]) -> int:
     """Run entry(kwargs) in `nproc` local worker processes; the exit code for the command."""
-    for name in ("torch.distributed.elastic", "torch.multiprocessing"):  # the launcher's own logs
-        logging.getLogger(name).setLevel(logging.CRITICAL)
     errors = tempfile.mkdtemp(prefix="ptm-rank-errors-")
     workers_env = {
         ERRORS_DIR: errors,  # the workers note their errors there (see quiet_unless_main)
@@ -57,6 +55,10 @@ def _launch(nproc: int, entry, kwargs: dict[str, Any], errors: Path) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    quiet = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.multiprocessing")
+    for name in [*quiet, *logging.root.manager.loggerDict]:  # each has its own level: set them all
+        if name.startswith(quiet):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     config = LaunchConfig(
         min_nodes=1,
         max_nodes=1,

@@ -6,13 +6,14 @@ import signal
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 import ptm_func
 from cli.main import app
-from ptm_func.errors import OutputInUse
+from ptm_func.errors import CheckpointError, OutputInUse
 from ptm_func.files.ownership import lock_path, owned
 from ptm_func.files.records import read_metrics
 
@@ -121,3 +122,33 @@ def test_two_processes_started_on_one_output_one_trains_the_other_says_why(image
     assert [code for code, _ in codes] == [0, 1], codes
     assert "being written by pid" in codes[1][1] and codes[1][1].count("\n") == 1
     assert [line["epoch"] for line in read_metrics(out.with_name("same.metrics.jsonl"))] == list(range(1, 9))
+
+
+def test_a_member_of_a_running_sweep_cannot_be_trained_over(image_folder, tmp_path):
+    """The sweep holds its folder; a ptm train on one of its members used to cut its record."""
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    (folder / "sweep.json").write_text("{}")
+    member = folder / "net-lr0.01-seed123.safetensors"
+    with owned(folder), pytest.raises(OutputInUse, match=f"{folder} is being written by pid {os.getpid()}"):
+        ptm_func.run_training("net", data=image_folder, out=member, reporter=ptm_func.Silent(), **TINY)
+    assert not member.exists()
+
+
+def test_outputs_that_cannot_be_written_say_why(tmp_path):
+    (tmp_path / "a.safetensors").write_text("x")
+    for out, why in [
+        (
+            tmp_path / "a.safetensors" / "b.safetensors",
+            f"{tmp_path / 'a.safetensors'} is a file, not a folder",
+        ),
+        (Path("/proc/self/c.safetensors"), "/proc/self is not writable"),
+    ]:
+        with pytest.raises(CheckpointError, match=why), owned(out):
+            pass
+
+
+def test_resuming_a_path_that_never_existed_says_only_that(tmp_path):
+    with pytest.raises(CheckpointError) as err:
+        ptm_func.run_training("net", resume=tmp_path / "absent.safetensors", reporter=ptm_func.Silent())
+    assert str(err.value) == f"no checkpoint at {tmp_path / 'absent.safetensors'}"

@@ -66,14 +66,14 @@ def assert_like_straight(folder, straight, exact=True):
 
 
 def test_members_saved_at_different_positions_resume_together(image_folder, tmp_path, monkeypatch, straight):
-    """Stopped in a chunk of 4 at step 2, then (chunk 1) with the first member at step 3: one
-    chunk of 4 used to fail ("hold no save in common"); now each position trains as a group."""
+    """Stopped in a chunk of 4 at step 2, then (resumed with --chunk 1) with the first member at
+    step 3: one chunk of 4 used to fail ("hold no save in common"); now each position trains as
+    a group."""
     folder = tmp_path / "cut"
     monkeypatch.setattr(ptm_func.runs.sweep_run, "StopOnSignal", stop_after(2))
     assert sweep(folder, image_folder, chunk=4, stop_on_signals=False).interrupted
-    set_chunk(folder, 1)
     monkeypatch.setattr(ptm_func.runs.sweep_run, "StopOnSignal", stop_after(1))
-    assert ptm_func.run_sweep(resume=folder, device="cpu", reporter=ptm_func.Silent()).interrupted
+    assert ptm_func.run_sweep(resume=folder, chunk=1, device="cpu", reporter=ptm_func.Silent()).interrupted
     positions = {name: load_checkpoint(folder / f"{name}.safetensors").training["progress"] for name in NAMES}
     assert [positions[name]["step_in_epoch"] for name in NAMES] == [3, 2, 2, 2]  # 5 steps an epoch
     set_chunk(folder, 4)

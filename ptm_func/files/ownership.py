@@ -23,10 +23,11 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from ptm_func.errors import OutputInUse
+from ptm_func.errors import CheckpointError, OutputInUse
 from ptm_func.files import atomic
 
 SWEEP_LOCK = "sweep.lock"
+SPEC_NAME = "sweep.json"  # a sweep folder's description (runs/sweep.py)
 
 
 def lock_path(output: Path) -> Path:
@@ -48,17 +49,19 @@ def holder(lock: Path) -> str:
 
 @contextlib.contextmanager
 def owned(output: Path) -> Iterator[Path]:
-    """Hold `output` for this process; OutputInUse (naming the holder) if another holds it."""
-    lock = _take(output)
-    if lock is None:
-        raise OutputInUse(
-            f"{output} is being written by {holder(lock_path(output))}; "
-            "wait for it to finish, or give another --out"
-        )
-    try:
+    """Hold `output` for this process; OutputInUse (naming the holder) if another holds it.
+    A checkpoint in a sweep's folder holds the folder too: the sweep writes its members."""
+    with contextlib.ExitStack() as held:
+        if output.suffix == ".safetensors" and (output.parent / SPEC_NAME).exists():
+            held.enter_context(owned(output.parent))
+        lock = _take(output)
+        if lock is None:
+            raise OutputInUse(
+                f"{output} is being written by {holder(lock_path(output))}; "
+                "wait for it to finish, or give another --out"
+            )
+        held.callback(_release, lock, output)
         yield output
-    finally:
-        _release(lock, output)
 
 
 @contextlib.contextmanager
@@ -81,6 +84,14 @@ def first_free(candidates: Iterator[Path], taken: Callable[[Path], bool]) -> Ite
         return
 
 
+def _first_non_folder(folder: Path) -> str | None:
+    """'X is a file' for the first part of `folder` that exists and is not a folder."""
+    for part in [*reversed(folder.parents), folder]:
+        if part.exists() and not part.is_dir():
+            return f"{part} is a file, not a folder"
+    return None
+
+
 def _release(lock: FileLock, output: Path) -> None:
     """Remove the lock file, then let go of it."""
     lock_path(output).unlink(missing_ok=True)
@@ -92,12 +103,19 @@ def _take(output: Path) -> FileLock | None:
     path = lock_path(output)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise CheckpointError(
+            f"cannot write {output}: {_first_non_folder(path.parent) or atomic.reason(err)}"
+        ) from None
+    if not os.access(path.parent, os.W_OK):
+        raise CheckpointError(f"cannot write {output}: {path.parent} is not writable")
+    try:
         lock = FileLock(str(path), timeout=0)
         lock.acquire()
     except Timeout:
         return None
     except OSError as err:
-        raise OutputInUse(f"cannot lock {path}: {atomic.reason(err)}") from None
+        raise CheckpointError(f"cannot lock {path}: {atomic.reason(err)}") from None
     facts = {
         "pid": os.getpid(),
         "host": socket.gethostname(),

@@ -21,6 +21,7 @@ from ptm_func.files.checkpoint import (
     read_safetensors,
     write_temp_checkpoint,
 )
+from ptm_func.files.records import metrics_path
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.optim import SGDState
@@ -114,6 +115,8 @@ def load_run(
     side = training_state_path(path)
     if not side.exists() and not atomic.temp_files(side):
         if not path.exists() and not atomic.temp_files(path):
+            if not metrics_path(path).exists():
+                raise CheckpointError(f"no checkpoint at {path}")
             raise CheckpointError(
                 f"no checkpoint at {path}: the run stopped before its first save, so there is nothing "
                 "to resume; start it again (the same --out, or --force for the default name)"

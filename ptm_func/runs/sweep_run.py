@@ -43,6 +43,7 @@ from ptm_func.training.limits import MAX_MEMBERS, PLAN_BYTES_PER_MEMBER, check_s
 from ptm_func.training.members import uses_vmap
 
 CHART_NAME = "sweep.png"
+DEFAULT_CHUNK = 64  # members per chunk
 
 
 @dataclass
@@ -87,7 +88,7 @@ def run_sweep(
     seed: int = TrainConfig.seed,
     resume: str | Path | None = None,
     out: str | Path | None = None,
-    chunk: int = 64,
+    chunk: int = DEFAULT_CHUNK,
     data: str | Path | None = None,
     classes: list[str] | None = None,
     device: str | torch.device = "auto",
@@ -113,6 +114,8 @@ def run_sweep(
     if resume is not None:
         plan = _resume_plan(variant, Path(resume))
         given = [*(grid or {}), *settings] + ["seeds"] * (seeds != 1) + ["seed"] * (seed != TrainConfig.seed)
+        if chunk != DEFAULT_CHUNK:  # members regroup by what they saved: any chunk size resumes
+            plan.chunk = chunk
         if given:
             reporter.note(f"resuming the sweep as planned in {sweep.SPEC_NAME}; ignoring {', '.join(given)}")
         data = data or plan.spec["data"]
@@ -160,7 +163,7 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         together=uses_vmap(lead, dev),
     )  # fmt: skip
     _announce(plan, dataset, dev, reporter)
-    stop = StopOnSignal(reporter.message)
+    stop = StopOnSignal(reporter.message, patient=world is not None)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         outcome = _train(plan, dataset, dev, checkpoint_every, reporter, stop, world)
     report = SweepReport(plan.variant, plan.folder, plan.swept, dataset.source, outcome, signal=stop.signal)

@@ -161,7 +161,7 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
     record = WarningRecord(plan.out, reporter.note) if main else NoRecord(plan.out)
     info = run_info(variant, plan.net, plan.config, dataset, plan.device)
     record.start(info, resumed_from=resume, at_epoch=plan.start.epoch if plan.start else 0)
-    stop = StopOnSignal(reporter.message)
+    stop = StopOnSignal(reporter.message, patient=world is not None)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         # a signal now only asks to stop: it cannot cut a save
         outcome = _train(plan, dataset, facts, record, reporter, stop, main, world)
