@@ -63,3 +63,18 @@ def test_activation_memory_is_measured_and_grows_with_depth():
     two, twenty, hundred = (activation_bytes(get_model("resdeep", n_blocks=n)) for n in (2, 20, 100))
     assert two > 32 * 32 * 32 * 4  # at least conv1's output
     assert (hundred - twenty) / 80 == pytest.approx((twenty - two) / 18)  # each block keeps the same
+
+
+def test_images_per_second_count_the_images_not_the_batch_size():
+    """A --batch-size beyond the data is one batch of all of it; img/s used to count 10**8."""
+    import torch
+
+    from ptm_func.data.dataset import Dataset, Split
+    from ptm_func.training.config import book_setup
+    from ptm_func.training.loop import fit
+
+    gen = torch.Generator().manual_seed(0)
+    split = Split(torch.randn(40, 3, 32, 32, generator=gen), torch.randint(0, 2, (40,), generator=gen))
+    model, config = book_setup("net", epochs=1, batch_size=10**8, compile=False)
+    stats = fit(model, Dataset(split, split, ("a", "b"), "random"), config).history[0]
+    assert stats.samples_per_second * stats.seconds == pytest.approx(40)

@@ -221,7 +221,8 @@ def _train_epoch(run: _Epochs, ts: TrainState) -> tuple:
 def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, steps_run: int) -> EpochStats:
     """The finished epoch's line (K members: their means, and each one's), validated when due."""
     k = len(run.configs)
-    samples_per_second = k * steps_run * run.lead.batch_size / seconds
+    images = min(steps_run * run.lead.batch_size, len(run.data.train))  # the last batch may be short
+    samples_per_second = k * images / seconds
     stats = EpochStats(ts.epoch, run.lead.epochs, losses, running, seconds, samples_per_second)
     if run.lead.validates_after(ts.epoch):
         stats.val_accuracy = _validation(run.model, ts, run.data, run.configs, run.members, run.base_keys)
