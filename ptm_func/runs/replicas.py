@@ -8,7 +8,6 @@ then each replica, their mean +/- std and their ensemble (the mean of their prob
 
 from __future__ import annotations
 
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ptm_func.runs.sweep import read_spec
 from ptm_func.runs.sweep_run import SweepReport, run_sweep
 from ptm_func.text import printable
 from ptm_func.training.config import TrainConfig
+from ptm_func.training.state import mean_std
 
 
 @dataclass
@@ -84,8 +84,8 @@ def replicas_summary(report: SweepReport) -> dict[str, Any]:
         "seeds": [r["seed"] for r in results],
         "train_accuracy": [r["train_accuracy"] for r in results],
         "val_accuracy": [r["val_accuracy"] for r in results],
-        "train_accuracy_mean_std": _spread([r["train_accuracy"] for r in finished]),
-        "val_accuracy_mean_std": _spread([r["val_accuracy"] for r in finished]),
+        "train_accuracy_mean_std": mean_std([r["train_accuracy"] for r in finished]),
+        "val_accuracy_mean_std": mean_std([r["val_accuracy"] for r in finished]),
         "ensemble_val_accuracy": report.rows[0].get("ensemble_val") if report.rows else None,
         "seconds": round(report.outcome.seconds, 3),
     }
@@ -94,9 +94,3 @@ def replicas_summary(report: SweepReport) -> dict[str, Any]:
         summary["diverged_members"] = diverged
         summary["diverged_in_epoch"] = min(results[i]["diverged_in_epoch"] for i in diverged)
     return summary
-
-
-def _spread(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}

@@ -175,14 +175,15 @@ class TrainResult:
                 members=len(self.configs),
                 seeds=[c.seed for c in self.configs],
                 final_loss=self.history[-1].members["loss"] if self.history else None,
-                train_accuracy_mean_std=_spread(self.train_accuracy),
-                val_accuracy_mean_std=_spread(self.val_accuracy),
+                train_accuracy_mean_std=mean_std(self.train_accuracy),
+                val_accuracy_mean_std=mean_std(self.val_accuracy),
                 peak_memory_bytes=self.peak_memory_bytes,
             )
         return out
 
 
-def _spread(values: list[float] | None) -> dict[str, float] | None:
+def mean_std(values: list[float] | None) -> dict[str, float] | None:
+    """{'mean', 'std'} (population std) of `values`; None for none."""
     if not values:
         return None
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values)}
