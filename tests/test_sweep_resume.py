@@ -148,3 +148,12 @@ def test_sweep_resume_says_which_options_it_ignores(straight, capsys):
     )
     assert result.exit_code == 0, result.output
     assert "resuming the sweep as planned in sweep.json; ignoring lr, epochs, seeds" in result.output
+
+
+def test_replicas_are_not_split_over_ranks_of_ptm_train(tmp_path):
+    """Each rank would have run the whole sweep: --nproc belongs to ptm sweep."""
+    from ptm_func.training.distributed import World
+
+    for request in ({"replicas": 2}, {"resume": tmp_path}):
+        with pytest.raises(ptm_func.SettingsError, match="split members over ranks with ptm sweep --nproc"):
+            ptm_func.run_training("net", world=World(0, 2, 0), reporter=ptm_func.Silent(), **request)

@@ -75,7 +75,7 @@ def first_free(candidates: Iterator[Path], taken: Callable[[Path], bool]) -> Ite
         if lock is None:
             continue
         if taken(candidate):  # a run took it between the look and the lock
-            lock.release()
+            _release(lock, candidate)
             continue
         try:
             yield candidate

@@ -175,7 +175,7 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
 
 def _check_request(out, checkpoint_every, replicas, resume, world, book_quirks) -> None:
     """Refuse what cannot run, before anything is read or written."""
-    if world is not None and replicas > 1:
+    if world is not None and (replicas > 1 or (resume is not None and Path(resume).is_dir())):
         raise SettingsError("--replicas with several ranks: split members over ranks with ptm sweep --nproc")
     if world is not None and book_quirks:
         raise SettingsError("--book-quirks validates batch by batch in train mode: one process only")
