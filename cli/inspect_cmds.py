@@ -88,7 +88,9 @@ def predict(
         "then image files (any size: the centre square, scaled to 32x32).",
     ),
     ensemble: bool = typer.Option(
-        False, "--ensemble", help="Use every replica of the --replicas run the checkpoint belongs to."
+        False,
+        "--ensemble",
+        help="Use every finished seed of the checkpoint's grid point in its sweep (or --replicas) folder.",
     ),
     device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
@@ -100,7 +102,7 @@ def predict(
 
     Example: ptm predict runs/net-seed123.safetensors plane.jpg bird.png
 
-    Example: ptm predict runs/dropout-seed123-r0.safetensors --ensemble plane.jpg
+    Example: ptm predict runs/sweep-dropout/dropout-seed123.safetensors --ensemble plane.jpg
     """
     from ptm_func.data.dataset import BOOK_CLASSES
     from ptm_func.files import jsonio

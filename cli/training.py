@@ -191,7 +191,7 @@ def evaluate_checkpoint(
 
     Example: ptm eval runs/net-seed123.safetensors
 
-    Example: ptm eval runs/dropout-seed123-r0.safetensors runs/dropout-seed123-r1.safetensors --json
+    Example: ptm eval runs/sweep-dropout/dropout-seed12{3,4,5}.safetensors --json   (an ensemble)
     """
     with friendly_errors():
         from ptm_func.reports.scores import score_checkpoints

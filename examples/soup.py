@@ -8,8 +8,8 @@ seed each) do not, as their hidden units are in different orders.
 
     ptm sweep net --lr 0.01,0.02,0.03 --epochs 10 --data bundled        # one seed: a shared init
     python examples/soup.py runs/sweep-net/*.safetensors --out runs/soup.png
-    ptm train net --replicas 3 --epochs 10 --data bundled                # three seeds
-    python examples/soup.py runs/net-seed123-r*.safetensors
+    ptm train net --replicas 3 --epochs 10 --data bundled --out runs/seeds-net   # three seeds
+    python examples/soup.py runs/seeds-net/*.safetensors
 """
 
 from __future__ import annotations
