@@ -84,11 +84,6 @@ def replica_path(checkpoint: str | Path, replica: int) -> Path:
     return stem.with_name(f"{stem.name}-r{replica}.safetensors")
 
 
-def unused_run_path(checkpoint: str | Path) -> Path:
-    """`checkpoint`, else NAME-2.safetensors, NAME-3, ...: the first no earlier run has used."""
-    return next(p for p in numbered_run_paths(checkpoint) if not run_path_used(p))
-
-
 def numbered_run_paths(checkpoint: str | Path) -> Iterator[Path]:
     """`checkpoint`, NAME-2.safetensors, NAME-3, ...: the names a new run may take."""
     stem = _stem(checkpoint)
