@@ -30,10 +30,19 @@ DataSource = typer.Option(
 Classes = typer.Option(
     None,
     "--classes",
-    help="Two comma-separated classes, in label order (the nets have 2 outputs). Default: airplane,bird "
-    "for CIFAR; a folder's two class folders.",
+    help="Two or more comma-separated classes, in label order, or 'all' (CIFAR-10's ten, or every class "
+    "folder); the net gets one output per class. Default: airplane,bird (the book's) for CIFAR; every "
+    "class folder of a folder. Example: --classes cat,dog,horse",
 )
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
+Augment = typer.Option(
+    None,
+    "--augment",
+    help="Augment the training images inside the step, on the device: flip (mirror left-right, "
+    "p=1/2), crop (a random 32x32 window of the image reflect-padded by 4), or flip,crop. Off by default, "
+    "as in the book. Each image's draw is keyed by (seed, step, position in the batch): resumes bit for "
+    "bit, and --nproc sees the same images. Recorded in the checkpoint. Example: --augment flip,crop",
+)
 
 
 def whole_first_paragraph(command) -> str:
@@ -44,6 +53,14 @@ def whole_first_paragraph(command) -> str:
 
 def parse_classes(classes: str | None) -> list[str] | None:
     return [c.strip() for c in classes.split(",") if c.strip()] if classes else None
+
+
+def parse_augment(augment: str | None) -> tuple[str, ...] | None:
+    """`--augment flip,crop` as names (None: not given); `none` or an empty value: no augmentation."""
+    if augment is None:
+        return None
+    names = tuple(a.strip() for a in augment.split(",") if a.strip())
+    return () if names == ("none",) else names
 
 
 def note(message: str) -> None:

@@ -10,10 +10,10 @@ from typing import Any
 
 # The registry's networks, in the book's order.
 MODEL_NAMES: tuple[str, ...] = ("net", "width", "dropout", "batchnorm", "depth", "res", "resdeep")
-# Every chapter-8 network ends in nn.Linear(32, 2): two classes (airplane, bird by default).
-OUTPUTS = 2
 # Training variants that are not separate networks: name -> (model name, TrainConfig overrides).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {"l2": ("net", {"l2_lambda": 1e-3})}
+# Training-time augmentations (training/augment.py), in the order they apply; off by default.
+AUGMENTATIONS = ("flip", "crop")
 # The book's per-model learning rates (everything else trains at 1e-2).
 BOOK_LR = {"resdeep": 3e-3}
 # What `ptm train` and `ptm sweep` take: the networks and the variants, in the book's order.

@@ -8,8 +8,18 @@ from ptm_func.nets import rng
 from ptm_func.nets.modules import NetResDeep
 
 # Every network, with the book's default configs; resdeep both ways the book can be read.
-CONFIGS = [(name, {}) for name in MODEL_NAMES] + [("resdeep", {"tied": True})]
-IDS = [f"{n}-tied" if c.get("tied") else n for n, c in CONFIGS]
+# And all ten CIFAR-10 classes (fc2 with 10 outputs): the twins take n_classes too.
+TEN = [(name, {"n_classes": 10}) for name in MODEL_NAMES if name != "resdeep"]
+CONFIGS = (
+    [(name, {}) for name in MODEL_NAMES]
+    + [("resdeep", {"tied": True})]
+    + TEN
+    + [("resdeep", {"n_classes": 10, "n_blocks": 4})]
+)
+IDS = [
+    n + ("-tied" if c.get("tied") else "") + (f"-{c['n_classes']}-classes" if "n_classes" in c else "")
+    for n, c in CONFIGS
+]
 
 BOOK_COUNTS = {
     "net": 18090,
@@ -71,7 +81,9 @@ def test_net_per_tensor_counts_and_tied_resdeep_count():
 
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 @pytest.mark.parametrize(
-    "name,config", [c for c in CONFIGS if c[0] != "dropout"], ids=[i for i in IDS if i != "dropout"]
+    "name,config",
+    [c for c in CONFIGS if c[0] != "dropout"],
+    ids=[i for i, c in zip(IDS, CONFIGS, strict=True) if c[0] != "dropout"],
 )
 def test_apply_matches_twin_forward_and_buffers(name, config, train, images):
     model = get_model(name, **config)

@@ -14,12 +14,14 @@ from ptm_func.data.dataset import IMAGE_SIZE, Dataset, Split, normalize
 from ptm_func.errors import ClassChoiceError, DataError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+ALL = "all"  # --classes all: every class of the source, in its order
 MAX_IMAGE_PIXELS = 40_000_000  # a 40-megapixel photo; larger files are refused before decoding
 
 
 @dataclass(frozen=True)
 class ClassPick:
-    """The classes asked for (None: the source's default) and how many the model can output."""
+    """The classes asked for (None: the source's default; "all": every class there, in its order)
+    and how many the model can output (None: any count, the model is built to fit)."""
 
     wanted: Sequence[str] | None = None
     n_classes: int | None = None
@@ -29,6 +31,8 @@ class ClassPick:
     ) -> tuple[str, ...]:
         """The classes to load, in label order, or ClassChoiceError before anything is read."""
         asked = self.wanted.split(",") if isinstance(self.wanted, str) else self.wanted  # "cat,dog"
+        if asked is not None and [c.strip() for c in asked] == [ALL]:
+            asked = available
         wanted = tuple(c.strip() for c in asked or default or available)
         if len(wanted) < 2:
             raise ClassChoiceError(f"need at least two classes, got {list(wanted)} ({where})")

@@ -78,8 +78,11 @@ def read_plain_safetensors(path: str | Path) -> dict[str, Tensor]:
 
 
 def infer_config(name: str, tensors: dict[str, Tensor]) -> dict[str, Any]:
-    """Read n_chans1 / n_blocks / tied off a state_dict's shapes and keys for model `name`."""
+    """Read n_chans1 / n_blocks / tied / n_classes off a state_dict's shapes and keys for model `name`."""
     config: dict[str, Any] = {}
+    fc2 = tensors.get("fc2.weight")
+    if fc2 is not None and fc2.dim() == 2:  # (n_classes, 32); a wrong shape is check_state_dict's to report
+        config["n_classes"] = fc2.shape[0]
     if name != "net":
         config["n_chans1"] = _conv1_channels(tensors)
     if name == "resdeep":

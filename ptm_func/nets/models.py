@@ -3,7 +3,8 @@
 Each model is an `init_*(gen, ...) -> (params, state)` and an
 `apply_*(params, state, x, *, train, key=None) -> (logits, new_state)`. Keys are the book
 module's state_dict keys, so `{**params, **state}` is a state_dict of its nn.Module twin.
-Inputs are NCHW float batches of 3x32x32 images; logits are (N, 2).
+Inputs are NCHW float batches of 3x32x32 images; logits are (N, n_classes): the book's 2
+(airplane, bird) by default, any count >= 2 for more classes (only fc2 changes).
 """
 
 from __future__ import annotations
@@ -34,22 +35,22 @@ def _head(params: Params, features: Tensor, act) -> Tensor:
     return linear(params, "fc2", act(linear(params, "fc1", flatten(features))))
 
 
-def _init_two_conv(gen: torch.Generator, n_chans1: int) -> Params:
+def _init_two_conv(gen: torch.Generator, n_chans1: int, n_classes: int) -> Params:
     """conv1, conv2, fc1, fc2 of the Net / NetWidth family, in constructor order."""
     return {
         **init_conv(gen, "conv1", 3, n_chans1),
         **init_conv(gen, "conv2", n_chans1, n_chans1 // 2),
         **init_linear(gen, "fc1", 8 * 8 * (n_chans1 // 2), 32),
-        **init_linear(gen, "fc2", 32, 2),
+        **init_linear(gen, "fc2", 32, n_classes),
     }
 
 
 # --- Net (n_chans1=16, conv2 8 channels) and NetWidth ------------------------------------
 
 
-def init_width(gen: torch.Generator, n_chans1: int = 32) -> tuple[Params, State]:
+def init_width(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2) -> tuple[Params, State]:
     """Init NetWidth (Net is NetWidth with n_chans1=16)."""
-    return _init_two_conv(gen, n_chans1), {}
+    return _init_two_conv(gen, n_chans1, n_classes), {}
 
 
 def apply_width(params: Params, state: State, x: Tensor, *, train: bool, key=None):
@@ -78,7 +79,7 @@ def apply_dropout(params: Params, state: State, x: Tensor, *, train: bool, key=N
 # --- NetBatchNorm ---------------------------------------------------------------------------
 
 
-def init_batchnorm(gen: torch.Generator, n_chans1: int = 32) -> tuple[Params, State]:
+def init_batchnorm(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2) -> tuple[Params, State]:
     """Init NetBatchNorm: NetWidth plus BatchNorm2d after each conv."""
     p1, s1 = init_batch_norm("conv1_batchnorm", n_chans1)
     p2, s2 = init_batch_norm("conv2_batchnorm", n_chans1 // 2)
@@ -88,7 +89,7 @@ def init_batchnorm(gen: torch.Generator, n_chans1: int = 32) -> tuple[Params, St
         **init_conv(gen, "conv2", n_chans1, n_chans1 // 2),
         **p2,
         **init_linear(gen, "fc1", 8 * 8 * (n_chans1 // 2), 32),
-        **init_linear(gen, "fc2", 32, 2),
+        **init_linear(gen, "fc2", 32, n_classes),
     }
     return params, {**s1, **s2}
 
@@ -105,14 +106,14 @@ def apply_batchnorm(params: Params, state: State, x: Tensor, *, train: bool, key
 # --- NetDepth and NetRes --------------------------------------------------------------------
 
 
-def init_depth(gen: torch.Generator, n_chans1: int = 32) -> tuple[Params, State]:
+def init_depth(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2) -> tuple[Params, State]:
     """Init NetDepth / NetRes: three convs, fc1 over 4x4 maps, fc2."""
     params = {
         **init_conv(gen, "conv1", 3, n_chans1),
         **init_conv(gen, "conv2", n_chans1, n_chans1 // 2),
         **init_conv(gen, "conv3", n_chans1 // 2, n_chans1 // 2),
         **init_linear(gen, "fc1", 4 * 4 * (n_chans1 // 2), 32),
-        **init_linear(gen, "fc2", 32, 2),
+        **init_linear(gen, "fc2", 32, n_classes),
     }
     return params, {}
 
@@ -171,7 +172,7 @@ def resdeep_aliases(n_blocks: int, tied: bool) -> dict[str, str]:
 
 
 def init_resdeep(
-    gen: torch.Generator, n_chans1: int = 32, n_blocks: int = 100, tied: bool = False
+    gen: torch.Generator, n_chans1: int = 32, n_blocks: int = 100, tied: bool = False, n_classes: int = 2
 ) -> tuple[Params, State]:
     """Init NetResDeep; with tied=True every block's keys hold block 0's tensors."""
     params = init_conv(gen, "conv1", 3, n_chans1)
@@ -185,7 +186,7 @@ def init_resdeep(
             params |= _rename_block(block_params, i)
             state |= _rename_block(block_state, i)
     params |= init_linear(gen, "fc1", 8 * 8 * n_chans1, 32)
-    params |= init_linear(gen, "fc2", 32, 2)
+    params |= init_linear(gen, "fc2", 32, n_classes)
     return params, state
 
 

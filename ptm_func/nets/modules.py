@@ -1,9 +1,10 @@
 """The book's chapter-8 nn.Module classes, kept faithful: interop targets and test oracles.
 
-Written as in dlwpt-code `p1ch8/1_convolution.ipynb`. Two documented additions:
+Written as in dlwpt-code `p1ch8/1_convolution.ipynb`. Three documented additions:
 `NetResDeep` takes `tied` (default True, the book's shared block; False builds independent
 blocks, the fix discussed in dlwpt-code #89), and its `n_blocks` defaults to 100, the value
-the book trains with.
+the book trains with; every class takes `n_classes` (default 2, the book's airplane/bird),
+the outputs of fc2.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import torch.nn.functional as F
 
 
 class Net(nn.Module):
-    def __init__(self):
+    def __init__(self, n_classes=2):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(16, 8, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(8 * 8 * 8, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
@@ -31,13 +32,13 @@ class Net(nn.Module):
 
 
 class NetWidth(nn.Module):
-    def __init__(self, n_chans1=32):
+    def __init__(self, n_chans1=32, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(8 * 8 * n_chans1 // 2, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
@@ -49,7 +50,7 @@ class NetWidth(nn.Module):
 
 
 class NetDropout(nn.Module):
-    def __init__(self, n_chans1=32):
+    def __init__(self, n_chans1=32, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
@@ -57,7 +58,7 @@ class NetDropout(nn.Module):
         self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
         self.conv2_dropout = nn.Dropout2d(p=0.4)
         self.fc1 = nn.Linear(8 * 8 * n_chans1 // 2, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
@@ -71,7 +72,7 @@ class NetDropout(nn.Module):
 
 
 class NetBatchNorm(nn.Module):
-    def __init__(self, n_chans1=32):
+    def __init__(self, n_chans1=32, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
@@ -79,7 +80,7 @@ class NetBatchNorm(nn.Module):
         self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
         self.conv2_batchnorm = nn.BatchNorm2d(num_features=n_chans1 // 2)
         self.fc1 = nn.Linear(8 * 8 * n_chans1 // 2, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = self.conv1_batchnorm(self.conv1(x))
@@ -93,14 +94,14 @@ class NetBatchNorm(nn.Module):
 
 
 class NetDepth(nn.Module):
-    def __init__(self, n_chans1=32):
+    def __init__(self, n_chans1=32, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(n_chans1 // 2, n_chans1 // 2, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(4 * 4 * n_chans1 // 2, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -113,14 +114,14 @@ class NetDepth(nn.Module):
 
 
 class NetRes(nn.Module):
-    def __init__(self, n_chans1=32):
+    def __init__(self, n_chans1=32, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
         self.conv2 = nn.Conv2d(n_chans1, n_chans1 // 2, kernel_size=3, padding=1)
         self.conv3 = nn.Conv2d(n_chans1 // 2, n_chans1 // 2, kernel_size=3, padding=1)
         self.fc1 = nn.Linear(4 * 4 * n_chans1 // 2, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.relu(self.conv1(x)), 2)
@@ -150,7 +151,7 @@ class ResBlock(nn.Module):
 
 
 class NetResDeep(nn.Module):
-    def __init__(self, n_chans1=32, n_blocks=100, tied=True):
+    def __init__(self, n_chans1=32, n_blocks=100, tied=True, n_classes=2):
         super().__init__()
         self.n_chans1 = n_chans1
         self.conv1 = nn.Conv2d(3, n_chans1, kernel_size=3, padding=1)
@@ -160,7 +161,7 @@ class NetResDeep(nn.Module):
             blocks = [ResBlock(n_chans=n_chans1) for _ in range(n_blocks)]
         self.resblocks = nn.Sequential(*blocks)
         self.fc1 = nn.Linear(8 * 8 * n_chans1, 32)
-        self.fc2 = nn.Linear(32, 2)
+        self.fc2 = nn.Linear(32, n_classes)
 
     def forward(self, x):
         out = F.max_pool2d(torch.relu(self.conv1(x)), 2)

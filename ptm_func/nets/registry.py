@@ -32,7 +32,7 @@ _SPECS: dict[str, _Spec] = {
         functools.partial(models.init_width, n_chans1=16),
         models.apply_width,
         modules.Net,
-        {},
+        {"n_classes": 2},
         "Net",
         "two conv-tanh-pool stages (16, 8 channels) and two linear layers",
     ),
@@ -40,7 +40,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_width,
         models.apply_width,
         modules.NetWidth,
-        {"n_chans1": 32},
+        {"n_chans1": 32, "n_classes": 2},
         "NetWidth",
         "Net with n_chans1 channels in the first conv",
     ),
@@ -48,7 +48,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_width,
         models.apply_dropout,
         modules.NetDropout,
-        {"n_chans1": 32},
+        {"n_chans1": 32, "n_classes": 2},
         "NetDropout",
         "NetWidth with Dropout2d(p=0.4) after each pooling",
     ),
@@ -56,7 +56,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_batchnorm,
         models.apply_batchnorm,
         modules.NetBatchNorm,
-        {"n_chans1": 32},
+        {"n_chans1": 32, "n_classes": 2},
         "NetBatchNorm",
         "NetWidth with BatchNorm2d after each conv",
     ),
@@ -64,7 +64,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_depth,
         models.apply_depth,
         modules.NetDepth,
-        {"n_chans1": 32},
+        {"n_chans1": 32, "n_classes": 2},
         "NetDepth",
         "three conv-relu-pool stages",
     ),
@@ -72,7 +72,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_depth,
         models.apply_res,
         modules.NetRes,
-        {"n_chans1": 32},
+        {"n_chans1": 32, "n_classes": 2},
         "NetRes",
         "NetDepth with a skip connection around conv3",
     ),
@@ -80,7 +80,7 @@ _SPECS: dict[str, _Spec] = {
         models.init_resdeep,
         models.apply_resdeep,
         modules.NetResDeep,
-        {"n_chans1": 32, "n_blocks": 100, "tied": False},
+        {"n_chans1": 32, "n_blocks": 100, "tied": False, "n_classes": 2},
         "NetResDeep",
         "n_blocks residual blocks (conv-BN-relu + skip); tied=True is the book's shared block",
         apply_options=("n_blocks", "tied"),
@@ -90,7 +90,8 @@ _SPECS: dict[str, _Spec] = {
 # small enough that a crafted checkpoint or a typo cannot make ptm allocate without end.
 if tuple(_SPECS) != MODEL_NAMES:  # catalog.py names them for the CLI's help, without torch
     raise ImportError(f"catalog.MODEL_NAMES {MODEL_NAMES} != the registry's {tuple(_SPECS)}")
-SIZE_LIMITS = {"n_chans1": (2, 1024), "n_blocks": (1, 10_000)}
+# n_classes: the outputs of fc2 (the book's 2; 10 for CIFAR-10; a folder may have more).
+SIZE_LIMITS = {"n_chans1": (2, 1024), "n_blocks": (1, 10_000), "n_classes": (2, 100_000)}
 
 
 @dataclass(frozen=True)
@@ -111,6 +112,15 @@ class Model:
     @property
     def summary(self) -> str:
         return self._spec.summary
+
+    @property
+    def n_classes(self) -> int:
+        """The outputs of fc2, one per class (the book's 2)."""
+        return self.config["n_classes"]
+
+    def with_classes(self, n_classes: int) -> Model:
+        """This model with `n_classes` outputs (only fc2's shape changes)."""
+        return get_model(self.name, **{**self.config, "n_classes": n_classes})
 
     def init(self, seed: int | torch.Generator = 0, device=None) -> tuple[Params, State]:
         """Build (params, state); equals the twin built after `torch.manual_seed(seed)`."""
@@ -145,7 +155,7 @@ class Model:
 
 
 def get_model(name: str, **config: Any) -> Model:
-    """Look a model up by CLI name; `config` overrides its defaults (e.g. n_blocks=10)."""
+    """Look a model up by CLI name; `config` overrides its defaults (e.g. n_blocks=10, n_classes=10)."""
     if name not in _SPECS:
         raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
     spec = _SPECS[name]

@@ -6,7 +6,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ptm_func.catalog import OUTPUTS
 from ptm_func.data.sources import load_dataset
 from ptm_func.files.checkpoint import load_ensemble
 from ptm_func.research.ensemble import ensemble_accuracy
@@ -33,7 +32,8 @@ def score_checkpoints(
         require_finite(ckpt, path)  # NaN weights would score as a coin toss
     first = loaded[0].training
     source = data or first.get("data") or first.get("data_dir")
-    dataset = load_dataset(source, classes or first.get("classes"), dev, notify=notify, n_classes=OUTPUTS)
+    outputs = loaded[0].model.n_classes
+    dataset = load_dataset(source, classes or first.get("classes"), dev, notify=notify, n_classes=outputs)
     if len(loaded) == 1:
         ckpt = loaded[0]
         return {

@@ -21,7 +21,6 @@ from typing import Any
 
 import torch
 
-from ptm_func.catalog import OUTPUTS
 from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
 from ptm_func.errors import PlotUnavailable, SettingsError
@@ -57,6 +56,7 @@ class SweepRequest:
     chunk: int
     folder: Path
     spec: dict[str, Any] = field(default_factory=dict)
+    outputs_given: bool = False  # n_classes was asked for: the data must have that many classes
 
 
 @dataclass
@@ -150,10 +150,12 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
     if world is not None:
         dev = join(world, dev)
     reporter.message(f"loading data ({printable(data or 'auto')}) onto {dev} ...")
-    dataset = load_dataset(data, classes, dev, notify=reporter.note, n_classes=OUTPUTS)
+    fixed = plan.net.n_classes if resume is not None or plan.outputs_given else None
+    dataset = load_dataset(data, classes, dev, notify=reporter.note, n_classes=fixed)
     if resume is not None:
         check_same_data(plan.spec.get("fingerprint"), dataset)
-    else:
+    else:  # one output per class of the data
+        plan.net = plan.net.with_classes(len(dataset.classes))
         plan.spec = _spec(plan, dataset, seeds, seed, grid or {})
         if main:
             sweep.write_spec(plan.folder, plan.spec)
@@ -210,7 +212,7 @@ def _new_plan(variant, grid, seeds, seed, chunk, out, settings) -> SweepRequest:
         raise SettingsError(str(err)) from None
     folder = Path(out) if out is not None else Path("runs") / f"sweep-{variant}"
     swept = [k for k, v in grid.items() if len(v) > 1]
-    return SweepRequest(variant, net, members, swept, chunk, folder)
+    return SweepRequest(variant, net, members, swept, chunk, folder, outputs_given="n_classes" in settings)
 
 
 def _check_outputs(plan: SweepRequest) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 
-from ptm_func.catalog import OUTPUTS
 from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
 from ptm_func.errors import CheckpointError, RecordError, SettingsError
@@ -78,6 +77,7 @@ class _Plan:
     saved: dict[str, Any] = field(default_factory=dict)  # the resumed run's facts
     checkpoint_every: int = 0  # also save every N epochs
     numbered: bool = False  # out is a default name: take the first of NAME, NAME-2, ... that is free
+    outputs_given: bool = False  # n_classes was asked for: the data must have that many classes
 
 
 def run_training(
@@ -204,6 +204,7 @@ def _plan(variant, settings, dev, data, classes, out, force, resume, reporter) -
     default = Path("runs") / f"{variant}-seed{config.seed}.safetensors"
     plan = _Plan(variant, net, config, out or default, dev, data, classes)
     plan.numbered = out is None and not force
+    plan.outputs_given = "n_classes" in settings
     return plan
 
 
@@ -231,9 +232,12 @@ def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:
 def _load_data(plan: _Plan, reporter: Reporter) -> Dataset:
     """The run's data on its device; a resumed run's must be the data it was trained on."""
     reporter.message(f"loading data ({printable(plan.data or 'auto')}) onto {plan.device} ...")
-    dataset = load_dataset(plan.data, plan.classes, plan.device, notify=reporter.note, n_classes=OUTPUTS)
+    fixed = plan.net.n_classes if plan.start is not None or plan.outputs_given else None
+    dataset = load_dataset(plan.data, plan.classes, plan.device, notify=reporter.note, n_classes=fixed)
     if plan.start is not None:
         check_same_data(plan.saved.get("fingerprint"), dataset)
+    else:  # a new run's model has one output per class of its data
+        plan.net = plan.net.with_classes(len(dataset.classes))
     return dataset
 
 
