@@ -9,11 +9,11 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.catalog import OUTPUTS, TRAINABLE_NAMES
+from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.text import printable
 
 from .errors import UsageError, friendly_errors
-from .options import Classes, DataSource, Device, note, parse_classes
+from .options import Augment, Classes, DataSource, Device, note, parse_augment, parse_classes
 from .progress import TrainingProgress
 
 
@@ -30,6 +30,7 @@ def compare(
     book_quirks: bool = typer.Option(
         False, "--book-quirks", help="Unshuffled training, validation in train mode."
     ),
+    augment: str | None = Augment,
     json_out: Path = typer.Option(
         Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."
     ),
@@ -53,7 +54,7 @@ def compare(
         from ptm_func.training.devices import resolve_device
 
         overrides, plans = plan_comparison(
-            list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks
+            list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks, parse_augment(augment)
         )
         curves = chart.with_name(f"{chart.stem}-curves.png")
         if chart.suffix != ".png":
@@ -61,7 +62,7 @@ def compare(
         for path in (json_out, chart, curves):
             check_writable(path, 1 << 20)
         dev = resolve_device(device)
-        dataset = load_dataset(data, parse_classes(classes), dev, notify=note, n_classes=OUTPUTS)
+        dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
         rows, interrupted = _train_all(plans, dataset)
     with friendly_errors():
         failed = _report(rows, dataset, overrides, plans, json_out, chart, curves)

@@ -13,6 +13,7 @@ from . import sweep_options
 from .errors import UsageError, friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import (
+    Augment,
     Classes,
     DataSource,
     Device,
@@ -21,6 +22,7 @@ from .options import (
     Tied,
     as_json_option,
     optional,
+    parse_augment,
     parse_classes,
 )
 from .progress import TrainingProgress
@@ -75,6 +77,7 @@ def sweep_command(
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    augment: str | None = Augment,
     as_json: bool = as_json_option("Print every member's result as JSON on stdout."),
 ):
     """Sweep hyperparameters: every combination of the lists, times --seeds, trained together.
@@ -104,7 +107,7 @@ def sweep_command(
         grid = {GRID_OPTIONS[o]: v for o, t in texts.items() if (v := parse_values(o, t)) is not None}
         settings = optional(
             epochs=epochs, batch_size=batch_size, eval_every=eval_every, compile=compile, members_vmap=vmap,
-            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
+            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, augment=parse_augment(augment),
         )  # fmt: skip
         report = run_sweep(
             model, grid=grid, seeds=seeds, seed=seed, resume=resume, out=out, chunk=chunk, data=data,

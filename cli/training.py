@@ -13,6 +13,7 @@ from . import train_options
 from .errors import friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import (
+    Augment,
     Classes,
     DataSource,
     Device,
@@ -22,6 +23,7 @@ from .options import (
     as_json_option,
     note,
     optional,
+    parse_augment,
     parse_classes,
 )
 from .progress import TrainingProgress
@@ -49,6 +51,7 @@ def train(
     nproc: int = train_options.Nproc,
     compile: bool | None = train_options.Compile,
     book_quirks: bool = train_options.BookQuirks,
+    augment: str | None = Augment,
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
@@ -67,6 +70,8 @@ def train(
     Example: ptm train res --data bundled --epochs 10 --eval-every 2
 
     Example: ptm train net --nproc 2 --device cpu   (2 data-parallel workers)
+
+    Example: ptm train res --data cifar10 --classes all --augment flip,crop   (ten classes, augmented)
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
@@ -78,7 +83,7 @@ def train(
         settings = optional(
             epochs=epochs, batch_size=batch_size, lr=lr, momentum=momentum, weight_decay=weight_decay,
             l2_lambda=l2, l1_lambda=l1, seed=seed, compile=compile, eval_every=eval_every,
-            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied,
+            n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, augment=parse_augment(augment),
         )  # fmt: skip
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,

@@ -38,10 +38,11 @@ def compare(
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
 ) -> list[ComparisonRow]:
-    """Train each variant with the book's settings plus `overrides`; one row per variant."""
+    """Train each variant with the book's settings plus `overrides`, with one output per class of
+    `data`; one row per variant."""
     rows = []
     for name in names:
-        model, config = book_setup(name, **dict(overrides or {}))
+        model, config = book_setup(name, **{**(overrides or {}), "n_classes": len(data.classes)})
         if on_start is not None:
             on_start(name)
         t0 = time.perf_counter()
@@ -67,6 +68,7 @@ def plan_comparison(
     seed: int | None = None,
     resdeep_blocks: int | None = None,
     book_quirks: bool = False,
+    augment: Sequence[str] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The shared overrides and each variant's settings, all checked before the first one trains.
 
@@ -80,6 +82,8 @@ def plan_comparison(
     overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
     if book_quirks:
         overrides.update(shuffle=False, eval_train_mode=True)
+    if augment:
+        overrides["augment"] = tuple(augment)
     plans = []
     for name in variants:
         options = dict(overrides)
@@ -108,4 +112,7 @@ def describe_comparison(plans: Sequence[tuple[str, dict[str, Any]]], source: str
         blocks, book_blocks = setups["resdeep"][0].config["n_blocks"], get_model("resdeep").config["n_blocks"]
         if blocks != book_blocks:
             text += f"; resdeep: {blocks} blocks (book: {book_blocks})"
+    augmented = sorted({", ".join(config.augment) for _, config in setups.values() if config.augment})
+    if augmented:
+        text += f"; augmented: {' / '.join(augmented)}"
     return text

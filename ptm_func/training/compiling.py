@@ -73,7 +73,7 @@ def build_step(
     `config.compile=None`: see will_compile.
     Compilation wraps the torch.func transforms, never the other way round.
     """
-    step = make_step(model, nesterov=config.nesterov)
+    step = make_step(model, nesterov=config.nesterov, augmentations=config.augment)
     compiling = will_compile(config, device, model.name)
     if members_hyper is None:
         return compile_step(step, device, config.compile_mode) if compiling else step
@@ -94,7 +94,8 @@ def build_data_parallel_step(
     The all-reduce sits between two compiled parts (the gradients, the update), compiled in the
     default mode: no CUDA graphs around a collective.
     """
-    gradients, update = make_gradients(model), make_update(model, nesterov=config.nesterov)
+    gradients = make_gradients(model, config.augment)
+    update = make_update(model, nesterov=config.nesterov)
     if will_compile(config, device, model.name):
         mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
         gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)

@@ -13,6 +13,7 @@ from torch import Tensor
 from ptm_func.catalog import BOOK_LR, TRAINABLE_NAMES, VARIANTS
 from ptm_func.errors import UnknownModelError
 from ptm_func.nets.registry import Model, get_model
+from ptm_func.training.augment import check_augmentations
 from ptm_func.training.optim import SGD
 
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed's range
@@ -44,8 +45,13 @@ class TrainConfig:
     channels_last: bool | None = None
     # Validate every N epochs (0: after the last only). Read-only: the weights do not depend on it.
     eval_every: int = 1
+    # Train-time augmentation inside the step (augment.py): () the book's, or flip and/or crop.
+    augment: tuple[str, ...] = ()
 
     def __post_init__(self):
+        if isinstance(self.augment, str) or not isinstance(self.augment, (list, tuple)):
+            raise ValueError(f"augment must be a list of names, got {self.augment!r}")
+        object.__setattr__(self, "augment", check_augmentations(self.augment))  # a JSON list, too
         if self.epochs < 0:
             raise ValueError(f"epochs must be >= 0, got {self.epochs}")
         if self.batch_size < 1:
@@ -79,7 +85,7 @@ def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
     if name not in TRAINABLE_NAMES:
         raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(TRAINABLE_NAMES)}")
     model_name, variant = VARIANTS.get(name, (name, {}))
-    model_keys = ("n_chans1", "n_blocks", "tied")
+    model_keys = ("n_chans1", "n_blocks", "tied", "n_classes")
     unknown = sorted(set(overrides) - set(model_keys) - {f.name for f in fields(TrainConfig)})
     if unknown:  # a typo (epoch=5) is an error, not a default silently kept
         known = ", ".join([f.name for f in fields(TrainConfig)] + list(model_keys))

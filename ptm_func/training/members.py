@@ -48,6 +48,7 @@ SHARED_SETTINGS = (
     "batch_size",
     "nesterov",
     "shuffle",
+    "augment",
     "eval_train_mode",
     "compile",
     "compile_mode",

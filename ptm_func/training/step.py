@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch.nn.functional as F
 from torch import Tensor
 from torch.func import grad_and_value
@@ -9,6 +11,7 @@ from torch.func import grad_and_value
 from ptm_func.nets.layers import Params, State
 from ptm_func.nets.models import retie
 from ptm_func.nets.registry import Model
+from ptm_func.training.augment import augment
 from ptm_func.training.losses import accuracy_count, cross_entropy, l1_penalty, l2_penalty
 from ptm_func.training.optim import SGD, active
 
@@ -18,9 +21,10 @@ def drop_aliases(tensors: dict[str, Tensor], aliases: dict[str, str]) -> dict[st
     return {k: v for k, v in tensors.items() if k not in aliases}
 
 
-def make_gradients(model: Model):
+def make_gradients(model: Model, augmentations: Sequence[str] = ()):
     """Build `gradients(params, state, hyper, images, labels, key, shard=None)` -> `(grads,
-    new_state, metrics)`: `torch.func.grad_and_value` of the loss over the trained params.
+    new_state, metrics)`: `torch.func.grad_and_value` of the loss over the trained params,
+    on the images as `augmentations` (flip, crop; keyed per sample by `key`) change them.
 
     `shard=(global_batch, world_size)` says these images are one process's part of a larger
     batch: the loss is then its share of the batch's mean (sum / global_batch) and of the
@@ -30,6 +34,7 @@ def make_gradients(model: Model):
     aliases = model.aliases
 
     def loss_fn(trainable: Params, state: State, hyper, images: Tensor, labels: Tensor, key: Tensor, shard):
+        images = augment(images, key, augmentations)
         logits, new_state = model.apply(retie(trainable, aliases), state, images, train=True, key=key)
         penalties = []
         if active(hyper["l2_lambda"]):
@@ -70,14 +75,14 @@ def make_update(model: Model, *, nesterov: bool = False):
     return update
 
 
-def make_step(model: Model, *, nesterov: bool = False):
+def make_step(model: Model, *, nesterov: bool = False, augmentations: Sequence[str] = ()):
     """Build the step `(params, state, opt_state, hyper, images, labels, key)` -> `(params, state,
     opt_state, metrics)`: make_gradients, then make_update.
 
     `hyper` maps HYPER_KEYS to floats (a float 0 skips its term) or 0-d tensors, which
     `torch.func.vmap` batches: one step then trains K members with K learning rates.
     """
-    gradients, update = make_gradients(model), make_update(model, nesterov=nesterov)
+    gradients, update = make_gradients(model, augmentations), make_update(model, nesterov=nesterov)
 
     def train_step(params, state, opt_state, hyper, images, labels, key):
         grads, new_state, metrics = gradients(params, state, hyper, images, labels, key)
