@@ -13,7 +13,7 @@ from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.text import printable
 
 from .errors import UsageError, friendly_errors
-from .options import Augment, Classes, DataSource, Device, note, parse_augment, parse_classes
+from .options import Augment, Classes, DataSource, Device, Track, note, parse_augment, parse_classes
 from .progress import TrainingProgress
 
 
@@ -31,6 +31,7 @@ def compare(
         False, "--book-quirks", help="Unshuffled training, validation in train mode."
     ),
     augment: str | None = Augment,
+    track: str | None = Track,
     json_out: Path = typer.Option(
         Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."
     ),
@@ -50,12 +51,14 @@ def compare(
     with friendly_errors():
         from ptm_func.data.sources import load_dataset
         from ptm_func.files.atomic import check_writable
+        from ptm_func.files.tracking import open_tracking
         from ptm_func.reports.compare import plan_comparison
         from ptm_func.training.devices import resolve_device
 
         overrides, plans = plan_comparison(
             list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks, parse_augment(augment)
         )
+        tracking = open_tracking(track, note)  # TensorBoard: runs/compare.tb/VARIANT beside the JSON
         curves = chart.with_name(f"{chart.stem}-curves.png")
         if chart.suffix != ".png":
             raise UsageError(f"--chart must name a .png file, got {chart}")
@@ -63,7 +66,7 @@ def compare(
             check_writable(path, 1 << 20)
         dev = resolve_device(device)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
-        rows, interrupted = _train_all(plans, dataset)
+        rows, interrupted = _train_all(plans, dataset, tracking, json_out.with_suffix(".tb"))
     with friendly_errors():
         failed = _report(rows, dataset, overrides, plans, json_out, chart, curves)
     if interrupted:
@@ -73,14 +76,18 @@ def compare(
         raise typer.Exit(1)
 
 
-def _train_all(plans, dataset) -> tuple[list, bool]:
+def _train_all(plans, dataset, tracking, tracking_dir: Path) -> tuple[list, bool]:
     """Train the variants in turn; Ctrl-C keeps the rows that finished."""
     from rich.console import Console
 
+    from ptm_func.files.tracking import KILLED
     from ptm_func.reports.compare import compare as run_comparison
 
     console = Console(stderr=True)
     rows = []
+    if tracking:
+        typer.echo(tracking.describe(f"{tracking_dir}/VARIANT"), err=True)
+    group = tracking.group("compare", {"models": [name for name, _ in plans], "data": dataset.source})
     try:
         for name, options in plans:
             progress = TrainingProgress()
@@ -92,9 +99,13 @@ def _train_all(plans, dataset) -> tuple[list, bool]:
                     options,
                     on_epoch=lambda s, ts, progress=progress: progress.epoch(s),
                     on_step=progress.step,
+                    tracking=group,
+                    tracking_dir=tracking_dir,
                 )
     except KeyboardInterrupt:
+        group.finish(KILLED)
         return rows, True
+    group.finish()
     return rows, False
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from ptm_func.catalog import MODEL_NAMES
+from ptm_func.catalog import MODEL_NAMES, TRACKERS
 
 MODEL_HELP = f"Model name: {', '.join(MODEL_NAMES)}."
 
 NChans1 = typer.Option(None, "--n-chans1", help="Channels of the first conv (book: 32; net is fixed at 16).")
+NClasses = typer.Option(
+    None, "--n-classes", help="Outputs of fc2, one per class (book: 2; 10 for all of CIFAR-10)."
+)
 NBlocks = typer.Option(None, "--n-blocks", help="resdeep: number of residual blocks (book: 100).")
 Tied = typer.Option(
     None,
@@ -32,16 +35,23 @@ Classes = typer.Option(
     "--classes",
     help="Two or more comma-separated classes, in label order, or 'all' (CIFAR-10's ten, or every class "
     "folder); the net gets one output per class. Default: airplane,bird (the book's) for CIFAR; every "
-    "class folder of a folder. Example: --classes cat,dog,horse",
+    "class folder of a folder. E.g. cat,dog,horse",
 )
 Device = typer.Option("auto", "--device", help="auto (cuda when present), cpu or cuda.")
+Track = typer.Option(
+    None,
+    "--track",
+    help=f"Mirror the record into trackers, comma-separated: {', '.join(TRACKERS)} (extras: pip install "
+    "'ptm_func[tensorboard,mlflow]'). TensorBoard: events in NAME.tb beside each checkpoint; MLflow: a run "
+    "at $MLFLOW_TRACKING_URI, else MLflow's default (./mlflow.db), sweeps as nested runs.",
+)
 Augment = typer.Option(
     None,
     "--augment",
     help="Augment the training images inside the step, on the device: flip (mirror left-right, "
     "p=1/2), crop (a random 32x32 window of the image reflect-padded by 4), or flip,crop. Off by default, "
     "as in the book. Each image's draw is keyed by (seed, step, position in the batch): resumes bit for "
-    "bit, and --nproc sees the same images. Recorded in the checkpoint. Example: --augment flip,crop",
+    "bit, and --nproc sees the same images. Recorded in the checkpoint. E.g. flip,crop",
 )
 
 
@@ -68,11 +78,13 @@ def note(message: str) -> None:
     typer.echo(f"ptm: note: {message}", err=True)
 
 
-def build_model(name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None):
+def build_model(
+    name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None, n_classes: int | None = None
+):
     """Look up `name` with only the options the user actually gave."""
     from ptm_func.nets.registry import get_model
 
-    return get_model(name, **optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied))
+    return get_model(name, **optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes))
 
 
 def optional(**given):

@@ -20,6 +20,7 @@ from .options import (
     NBlocks,
     NChans1,
     Tied,
+    Track,
     as_json_option,
     optional,
     parse_augment,
@@ -77,6 +78,7 @@ def sweep_command(
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    track: str | None = Track,
     augment: str | None = Augment,
     as_json: bool = as_json_option("Print every member's result as JSON on stdout."),
 ):
@@ -112,7 +114,7 @@ def sweep_command(
         report = run_sweep(
             model, grid=grid, seeds=seeds, seed=seed, resume=resume, out=out, chunk=chunk, data=data,
             classes=parse_classes(classes), device=device, checkpoint_every=checkpoint_every,
-            reporter=TrainingProgress(), world=world, stop_on_signals=True, **settings,
+            reporter=TrainingProgress(), world=world, stop_on_signals=True, track=track, **settings,
         )  # fmt: skip
     if report.interrupted:
         typer.echo(

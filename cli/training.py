@@ -20,6 +20,7 @@ from .options import (
     NBlocks,
     NChans1,
     Tied,
+    Track,
     as_json_option,
     note,
     optional,
@@ -55,6 +56,7 @@ def train(
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    track: str | None = Track,
     as_json: bool = as_json_option("Print a JSON summary on stdout."),
 ):
     """Train a chapter-8 network with the functional step; save a safetensors checkpoint.
@@ -70,6 +72,8 @@ def train(
     Example: ptm train res --data bundled --epochs 10 --eval-every 2
 
     Example: ptm train net --nproc 2 --device cpu   (2 data-parallel workers)
+
+    Example: ptm train net --epochs 20 --track tensorboard   (then: tensorboard --logdir runs)
 
     Example: ptm train res --data cifar10 --classes all --augment flip,crop   (ten classes, augmented)
     """
@@ -88,7 +92,7 @@ def train(
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
-            reporter=TrainingProgress(), world=world, stop_on_signals=True, **settings,
+            reporter=TrainingProgress(), world=world, stop_on_signals=True, track=track, **settings,
         )  # fmt: skip
     with friendly_errors():
         if hasattr(outcome, "report"):  # --replicas (a ReplicasOutcome)

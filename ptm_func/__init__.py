@@ -41,6 +41,8 @@ _PUBLIC = {
     "TrainResult": "training.state",
     "EpochStats": "training.state",
     "evaluate": "training.evaluate",
+    "augment": "training.augment",
+    "AUGMENTATIONS": "catalog",
     "resolve_device": "training.devices",
     # files
     "save_checkpoint": "files.checkpoint",
@@ -84,6 +86,7 @@ _PUBLIC = {
             "RecordError",
             "SweepError",
             "OutputInUse",
+            "TrackerUnavailable",
         )
     },
 }
@@ -111,7 +114,7 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # what static tools and editors see
-    from ptm_func.catalog import MODEL_NAMES, TRAINABLE_NAMES
+    from ptm_func.catalog import AUGMENTATIONS, MODEL_NAMES, TRAINABLE_NAMES
     from ptm_func.data.dataset import Dataset, Split
     from ptm_func.data.sources import load_dataset, load_trained_on
     from ptm_func.errors import (
@@ -124,6 +127,7 @@ if TYPE_CHECKING:  # what static tools and editors see
         RecordError,
         SettingsError,
         SweepError,
+        TrackerUnavailable,
         UnknownModelError,
     )
     from ptm_func.files.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
@@ -151,6 +155,7 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.runs.reporter import Reporter, Silent
     from ptm_func.runs.sweep_run import SweepReport, run_sweep
     from ptm_func.runs.training import RunOutcome, run_training
+    from ptm_func.training.augment import augment
     from ptm_func.training.config import TrainConfig, book_setup
     from ptm_func.training.devices import resolve_device
     from ptm_func.training.evaluate import evaluate

@@ -18,6 +18,8 @@ AUGMENTATIONS = ("flip", "crop")
 BOOK_LR = {"resdeep": 3e-3}
 # What `ptm train` and `ptm sweep` take: the networks and the variants, in the book's order.
 TRAINABLE_NAMES = ("net", "width", "l2", "dropout", "batchnorm", "depth", "res", "resdeep")
+# What --track mirrors the run's record into (files/tracking.py): each an optional extra of ptm_func.
+TRACKERS = ("tensorboard", "mlflow")
 
 # ptm check (reports/selfcheck.py): compiled vs eager after 3 steps differ by 1e-5 to 2e-4 on
 # CPU (rounding)...

@@ -54,5 +54,16 @@ class PlotUnavailable(RuntimeError):
     """matplotlib is not installed (the `plot` extra)."""
 
 
+class TrackerUnavailable(RuntimeError):
+    """A tracker asked for with --track is not installed (the `tensorboard` or `mlflow` extra)."""
+
+
 # Errors in what the user asked for, as opposed to what happened while running.
-USAGE_ERRORS = (SettingsError, UnknownModelError, ModelConfigError, DeviceError, ClassChoiceError)
+USAGE_ERRORS = (
+    SettingsError,
+    UnknownModelError,
+    ModelConfigError,
+    DeviceError,
+    ClassChoiceError,
+    TrackerUnavailable,
+)

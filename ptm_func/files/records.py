@@ -6,7 +6,8 @@
 
 Lines are appended (and fsynced) as epochs finish, so a killed run keeps the epochs it finished.
 A resumed run keeps the lines up to the epoch it resumes from and appends after them: no epoch
-is duplicated or lost, whatever was written after the checkpoint it resumes from.
+is duplicated or lost, whatever was written after the checkpoint it resumes from. With
+`--track`, trackers (`tracking.py`) get the same lines as they are written.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from dataclasses import asdict
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -31,6 +32,9 @@ from ptm_func.files.checkpoint import read_metadata
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.state import EpochStats
+
+if TYPE_CHECKING:
+    from ptm_func.files.tracking import TrackedRun, Tracking
 
 METRICS_SUFFIX = ".metrics.jsonl"
 RUN_SUFFIX = ".run.json"
@@ -109,11 +113,13 @@ def epoch_line(stats: EpochStats) -> dict[str, Any]:
 class RunRecord:
     """Writes the record of the run whose checkpoint is `checkpoint`."""
 
-    def __init__(self, checkpoint: str | Path):
+    def __init__(self, checkpoint: str | Path, tracking: Tracking | None = None):
         self.checkpoint = Path(checkpoint)
         self.metrics = metrics_path(checkpoint)
         self.info_path = run_path(checkpoint)
         self.info: dict[str, Any] = {}
+        self.tracking = tracking  # trackers that mirror this record (--track; tracking.py)
+        self.tracked: TrackedRun | None = None
 
     def start(
         self, info: dict[str, Any], *, resumed_from: str | Path | None = None, at_epoch: int = 0
@@ -138,21 +144,31 @@ class RunRecord:
         self.info = info
         _write_atomic(self.metrics, "".join(jsonio.dumps(line) + "\n" for line in kept))
         _write_atomic(self.info_path, jsonio.dumps(info, indent=2) + "\n")
+        if self.tracking:
+            self.tracked = self.tracking.mirror(self.checkpoint, info, at_epoch=at_epoch, history=kept)
 
     def log_epoch(self, stats: EpochStats) -> None:
-        """Append one epoch's line, on disk before this returns."""
+        """Append one epoch's line, on disk before this returns (then to the trackers)."""
+        line = jsonio.finite(epoch_line(stats))
         try:
             with open(self.metrics, "a", encoding="utf-8") as f:
-                f.write(jsonio.dumps(epoch_line(stats)) + "\n")
+                f.write(jsonio.dumps(line) + "\n")
                 f.flush()
                 os.fsync(f.fileno())
         except OSError as err:
             raise RecordError(f"cannot append to run record {self.metrics}: {err}") from None
+        if self.tracked is not None:
+            self.tracked.epoch(line)
 
     def finish(self, result: dict[str, Any]) -> None:
         """Add the final result (or how the run stopped) to the run's info."""
         self.info = {**self.info, "result": result}
-        _write_atomic(self.info_path, jsonio.dumps(self.info, indent=2) + "\n")
+        try:
+            _write_atomic(self.info_path, jsonio.dumps(self.info, indent=2) + "\n")
+        finally:
+            if self.tracked is not None:
+                files = [result.get("checkpoint") or self.checkpoint, self.metrics, self.info_path]
+                self.tracked.finish(result, files)
 
 
 def read_metrics(path: str | Path, *, missing_ok: bool = False) -> list[dict[str, Any]]:

@@ -5,11 +5,15 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.data.dataset import Dataset
 from ptm_func.errors import SettingsError
+from ptm_func.files.jsonio import finite
+from ptm_func.files.records import epoch_line, run_info
+from ptm_func.files.tracking import Tracking
 from ptm_func.nets.registry import get_model
 from ptm_func.reports.summary import parameter_summary
 from ptm_func.training.config import book_setup
@@ -37,16 +41,30 @@ def compare(
     on_start: Callable[[str], None] | None = None,
     on_epoch: Callable[[EpochStats, TrainState], None] | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    tracking: Tracking | None = None,
+    tracking_dir: str | Path = "runs/compare.tb",
 ) -> list[ComparisonRow]:
     """Train each variant with the book's settings plus `overrides`, with one output per class of
-    `data`; one row per variant."""
+    `data`; one row per variant. `tracking` (files/tracking.py) gets a run per variant, its
+    TensorBoard events in `tracking_dir`/VARIANT."""
     rows = []
+    tracking = tracking or Tracking()
     for name in names:
         model, config = book_setup(name, **{**(overrides or {}), "n_classes": len(data.classes)})
         if on_start is not None:
             on_start(name)
         t0 = time.perf_counter()
-        result = fit(model, data, config, on_epoch=on_epoch, on_step=on_step)
+        info = run_info(name, model, config, data, data.train.images.device) if tracking else {}
+        with tracking.open_run(name, info, tb_dir=Path(tracking_dir) / name) as tracked:
+
+            def log(stats: EpochStats, ts: TrainState, tracked=tracked) -> None:
+                tracked.epoch(finite(epoch_line(stats)))
+                if on_epoch is not None:
+                    on_epoch(stats, ts)
+
+            result = fit(model, data, config, on_epoch=log, on_step=on_step)
+            outcome = {"train_accuracy": result.train_accuracy, "val_accuracy": result.val_accuracy}
+            tracked.finish({**outcome, "diverged_in_epoch": result.diverged_in})
         rows.append(
             ComparisonRow(
                 name,

@@ -156,6 +156,7 @@ class SweepRun:
     on_step: Callable[[int, int], None] | None = None
     on_note: Callable[[str], None] | None = None
     stop_requested: Callable[[], bool] | None = None
+    tracking: Any = None  # files.tracking.Tracking: mirrors each member's record (--track)
 
     def plan(self, members: Sequence[Member], chunk: int, rank: int = 0, ranks: int = 1) -> list[list]:
         """The unfinished members in the chunks this rank trains: members that saved at the same
@@ -182,7 +183,7 @@ class SweepRun:
     def _train(self, todo: list[Member], outcome: SweepOutcome) -> None:
         paths = [checkpoint_path(self.folder, m) for m in todo]
         start = _saved_start(paths, todo, self.model, self.device)
-        records = [RunRecord(p) for p in paths]
+        records = [RunRecord(p, self.tracking) for p in paths]
         for member, record in zip(todo, records, strict=True):
             member_info = {**self.info, "config": asdict(member.config), "sweep": member.values}
             record.start(

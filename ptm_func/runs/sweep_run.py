@@ -14,7 +14,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes, load_checkpoint
 from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
 from ptm_func.files.records import run_info
+from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
@@ -56,6 +57,7 @@ class SweepRequest:
     chunk: int
     folder: Path
     spec: dict[str, Any] = field(default_factory=dict)
+    tracking: Tracking = field(default_factory=Tracking)  # --track (rank 0): the sweep's run once it starts
     outputs_given: bool = False  # n_classes was asked for: the data must have that many classes
 
 
@@ -96,20 +98,23 @@ def run_sweep(
     reporter: Reporter | None = None,
     world: World | None = None,
     stop_on_signals: bool = False,
+    track: str | Sequence[str] | None = None,
     **settings: Any,
 ) -> SweepReport:
     """Train every combination of `grid` (TrainConfig field -> values) times `seeds` seeds.
 
     `settings` (epochs, batch_size, eval_every, compile, members_vmap and model options) apply to
     every member. `out` defaults to runs/sweep-VARIANT (numbered when taken); `resume` continues
-    the sweep in that folder as it was planned (give no variant). Raises SettingsError for a
-    grid or settings that cannot run, before any work.
+    the sweep in that folder as it was planned (give no variant). `track` ("tensorboard",
+    "mlflow") mirrors every member's record, MLflow's runs nested in one for the sweep. Raises
+    SettingsError for a grid or settings that cannot run, before any work.
     """
     reporter = reporter or Reporter()
     if checkpoint_every < 0:
         raise SettingsError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
     if chunk < 1:
         raise SettingsError(f"--chunk must be >= 1, got {chunk}")
+    track = check_trackers(track)
     dev = device if isinstance(device, torch.device) else resolve_device(device)
     if resume is not None:
         plan = _resume_plan(variant, Path(resume))
@@ -125,6 +130,9 @@ def run_sweep(
     if plan.folder.exists() and not plan.folder.is_dir():
         raise SettingsError(f"{plan.folder} is a file: a sweep writes a folder (give another --out)")
     main = world is None or world.is_main
+    plan.tracking = Tracking(track, reporter.note) if main else Tracking()
+    if plan.tracking:
+        reporter.message(plan.tracking.describe())
     with _owned_folder(plan, main, numbered=out is None and resume is None) as plan.folder:
         if main and resume is None and holds_files(plan.folder):
             raise SettingsError(f"{plan.folder} holds files already; give another --out, or --resume it")
@@ -165,11 +173,13 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         together=uses_vmap(lead, dev),
     )  # fmt: skip
     _announce(plan, dataset, dev, reporter)
+    plan.tracking = plan.tracking.group(plan.folder.name, _tracked_values(plan))
     stop = StopOnSignal(reporter.message, patient=world is not None)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         outcome = _train(plan, dataset, dev, checkpoint_every, reporter, stop, world)
     report = SweepReport(plan.variant, plan.folder, plan.swept, dataset.source, outcome, signal=stop.signal)
     if outcome.interrupted:
+        plan.tracking.finish(KILLED)
         return report
     if world is not None:  # every rank's members are saved: rank 0 reports them all
         barrier()
@@ -284,6 +294,7 @@ def _train(plan: SweepRequest, dataset, dev, checkpoint_every, reporter, stop, w
         on_step=reporter.step,
         on_note=reporter.note,
         stop_requested=stop,
+        tracking=plan.tracking,
     )
     groups = runner.plan(plan.members, plan.chunk, *((world.rank, world.size) if world else ()))
     if world is not None:
@@ -309,7 +320,23 @@ def _finish(report: SweepReport, plan: SweepRequest, dataset: Dataset) -> SweepR
         report.chart_error = str(err)
     except (OSError, ValueError) as err:
         report.chart_failure = f"cannot draw {plan.folder / CHART_NAME}: {err}"
+    _finish_tracking(plan, report)
     return report
+
+
+def _tracked_values(plan: SweepRequest) -> dict[str, Any]:
+    """The sweep's own params in a tracker (its members have theirs)."""
+    keys = ("variant", "swept", "grid", "seeds", "chunk", "data", "classes")
+    return {**{k: plan.spec.get(k) for k in keys}, "members": len(plan.members)}
+
+
+def _finish_tracking(plan: SweepRequest, report: SweepReport) -> None:
+    """Mirror the members this process did not train (other ranks', an earlier run's) from their
+    records, then end the sweep's run with sweep.json and the chart."""
+    for member in plan.members:
+        if member.name not in plan.tracking.opened:
+            plan.tracking.replay(sweep.checkpoint_path(plan.folder, member))
+    plan.tracking.finish(FINISHED, [plan.folder / sweep.SPEC_NAME, report.chart])
 
 
 def _add_ensembles(rows, results, swept, dataset: Dataset) -> None:

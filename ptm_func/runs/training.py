@@ -13,6 +13,7 @@ from, and can be resumed exactly where it stopped. `--replicas` (K seeds at once
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from ptm_func.files.checkpoint import checkpoint_bytes, save_or_rescue
 from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_path_used
 from ptm_func.files.resume import load_run, save_run
+from ptm_func.files.tracking import Tracking, check_trackers
 from ptm_func.nets.registry import Model
 from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
 from ptm_func.runs.reporter import Reporter
@@ -77,6 +79,7 @@ class _Plan:
     saved: dict[str, Any] = field(default_factory=dict)  # the resumed run's facts
     checkpoint_every: int = 0  # also save every N epochs
     numbered: bool = False  # out is a default name: take the first of NAME, NAME-2, ... that is free
+    tracking: Tracking = field(default_factory=Tracking)  # --track: mirrors the record
     outputs_given: bool = False  # n_classes was asked for: the data must have that many classes
 
 
@@ -95,6 +98,7 @@ def run_training(
     reporter: Reporter | None = None,
     world: World | None = None,
     stop_on_signals: bool = False,
+    track: str | Sequence[str] | None = None,
     **settings: Any,
 ) -> RunOutcome | ReplicasOutcome:
     """Train `variant` (net, l2, ..., resdeep) as `ptm train` does and leave the same files.
@@ -106,15 +110,18 @@ def run_training(
     saved run with its settings (RESUME_ADJUSTABLE may change). `replicas` trains K seeds as
     `ptm sweep --seeds K` does, into a folder (`out`; `resume` that folder to continue), and
     returns a ReplicasOutcome. `stop_on_signals`: Ctrl-C and SIGTERM stop after the step, and
-    the run saves (main thread only). In a `world` of ranks, rank 0 writes. Raises
+    the run saves (main thread only). In a `world` of ranks, rank 0 writes. `track` mirrors the
+    record into trackers ("tensorboard", "mlflow": files/tracking.py; rank 0 only). Raises
     SettingsError for settings that cannot run, before any work.
     """
     reporter = reporter or Reporter()
     _check_request(out, checkpoint_every, replicas, resume, world, book_quirks)
+    track = check_trackers(track)
     if replicas > 1 or (resume is not None and Path(resume).is_dir()):
         return run_replicas(
             variant, replicas, out=out, resume=resume, data=data, classes=classes, device=device,
-            checkpoint_every=checkpoint_every, reporter=reporter, stop_on_signals=stop_on_signals, **settings,
+            checkpoint_every=checkpoint_every, reporter=reporter, stop_on_signals=stop_on_signals,
+            track=track, **settings,
         )  # fmt: skip
     if book_quirks:
         settings = {**settings, "shuffle": False, "eval_train_mode": True}
@@ -127,6 +134,9 @@ def run_training(
             held.enter_context(owned(Path(resume)))
         plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
         plan.checkpoint_every = checkpoint_every
+        plan.tracking = Tracking(track, reporter.note) if main else Tracking()
+        if plan.tracking:
+            reporter.message(plan.tracking.describe())
         if resume is None or plan.out != Path(resume):
             plan.out = held.enter_context(_owned_output(plan, main))
         return _run(plan, resume, reporter, world, main, stop_on_signals)
@@ -158,7 +168,7 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
         "device": str(plan.device),
     }
     _announce(plan, dataset, world, reporter)
-    record = WarningRecord(plan.out, reporter.note) if main else NoRecord(plan.out)
+    record = WarningRecord(plan.out, reporter.note, plan.tracking) if main else NoRecord(plan.out)
     info = run_info(variant, plan.net, plan.config, dataset, plan.device)
     record.start(info, resumed_from=resume, at_epoch=plan.start.epoch if plan.start else 0)
     stop = StopOnSignal(reporter.message, patient=world is not None)
@@ -328,8 +338,8 @@ class NoRecord(RunRecord):
 class WarningRecord(RunRecord):
     """The run's record; a failed append warns once and training goes on (the weights matter more)."""
 
-    def __init__(self, checkpoint, warn):
-        super().__init__(checkpoint)
+    def __init__(self, checkpoint, warn, tracking=None):
+        super().__init__(checkpoint, tracking)
         self.warn, self.broken = warn, False
 
     def log_epoch(self, stats: EpochStats) -> None:
