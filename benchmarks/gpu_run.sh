@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The prepared device run of issue 14 (< 8 minutes on an H200): every CUDA path of ptm_func.
 #   A (alone, timed): Net and NetRes speed - book loop, eager, default compile, CUDA graphs,
-#     and an 8-member ensemble with its peak memory.
+#     and an 8-member ensemble with its peak memory; then what --augment flip,crop costs.
 #   B (in parallel): `ptm check` of every model, the CUDA tests.
 #   C (two at once): resdeep, 100 blocks, tied and untied, against the book's loop.
 #   D (ACCURACY=1 only): resdeep's 100-epoch accuracy against the book's loop (README's table).
@@ -24,6 +24,9 @@ speed() { python3 benchmarks/train_speed.py --data "$DATA" --device "$DEVICE" "$
     --json "$OUT/speed_net.json" 2>&1 | tail -12
   timeout 100 speed --models res --epochs 4 --modes reduce-overhead,default \
     --json "$OUT/speed_res.json" 2>&1 | tail -8
+  echo "== A2: what --augment flip,crop costs, Net and NetRes (alone)"
+  timeout 120 python3 benchmarks/augment_speed.py --models net,res --data "$DATA" --device "$DEVICE" \
+    --rounds 3 2>&1 | tail -3
   echo "== B: ptm check (every model), CUDA tests"
   for m in net width l2 dropout batchnorm depth res resdeep; do
     blocks=$([ "$m" = resdeep ] && echo "--n-blocks 10")  # 100 blocks: part C times them

@@ -11,7 +11,7 @@ from ptm_func.catalog import VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
-from .options import MODEL_HELP, Device, NBlocks, NChans1, Tied, build_model, note
+from .options import MODEL_HELP, Device, NBlocks, NChans1, NClasses, Tied, build_model, note
 
 
 def info(
@@ -19,6 +19,7 @@ def info(
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    n_classes: int | None = NClasses,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
     """Show a model's parameter tensors, shapes, counts and total.
@@ -26,6 +27,8 @@ def info(
     A checkpoint also shows how it was trained (epochs, accuracies, data).
 
     Example: ptm info resdeep --n-blocks 10 --tied
+
+    Example: ptm info net --n-classes 10
 
     Example: ptm info runs/net-seed123.safetensors
     """
@@ -46,7 +49,8 @@ def info(
             if problem:
                 note(f"{problem}: ptm eval and ptm predict refuse it")
         else:
-            model = build_model(VARIANTS.get(target, (target, {}))[0], n_chans1, n_blocks, tied)  # l2 -> net
+            name = VARIANTS.get(target, (target, {}))[0]  # l2 -> net
+            model = build_model(name, n_chans1, n_blocks, tied, n_classes)
         summary = parameter_summary(model)
     if training is not None:
         summary["training"] = training
@@ -78,6 +82,9 @@ def _training_line(training: dict) -> str:
     line = "training: " + ", ".join(parts)
     if training.get("data"):
         line += f"; data {printable(training['data'])} ({names(training.get('classes', []))})"
+    config = training.get("config")
+    if isinstance(config, dict) and config.get("augment"):
+        line += f"; augmented: {names(config['augment'])}"
     return line
 
 
@@ -95,7 +102,8 @@ def predict(
     device: str = Device,
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
 ):
-    """Classify images: the class name and its probability per image.
+    """Classify images: the class name and its probability per image (with more than two classes,
+    the next two likeliest as well).
 
     With several checkpoints (or --ensemble) the probabilities are the mean of the members'.
     An image that cannot be read is reported on stderr; the others are still classified (exit 1).
@@ -104,9 +112,9 @@ def predict(
 
     Example: ptm predict runs/sweep-dropout/dropout-seed123.safetensors --ensemble plane.jpg
     """
-    from ptm_func.data.dataset import BOOK_CLASSES
     from ptm_func.files import jsonio
     from ptm_func.files.checkpoint import ensemble_paths, load_ensemble
+    from ptm_func.reports.predict import class_names
     from ptm_func.reports.predict import predict as predict_images
     from ptm_func.research.members import require_finite
     from ptm_func.training.devices import resolve_device
@@ -121,7 +129,7 @@ def predict(
         loaded = load_ensemble(checkpoints, resolve_device(device))
         for path, ckpt in zip(checkpoints, loaded, strict=True):
             require_finite(ckpt, path)
-        classes = loaded[0].training.get("classes") or list(BOOK_CLASSES)
+        classes = class_names(loaded[0].training, loaded[0].model.n_classes)
         results = predict_images([(c.model, c.params, c.state) for c in loaded], images, classes)
     if as_json:
         typer.echo(jsonio.dumps([asdict(r) for r in results], indent=2))
@@ -132,6 +140,8 @@ def predict(
             typer.echo(f"ptm: error: {printable(r.error)}", err=True)
         elif not as_json:
             note = f"  ({r.note})" if r.note else ""
-            typer.echo(f"{printable(r.path)}: {printable(r.label)} {r.probability:.3f}{note}")
+            runners_up = ", ".join(f"{printable(c)} {p:.3f}" for c, p in r.top[1:])
+            others = f"  (then {runners_up})" if len(r.top) > 2 else ""
+            typer.echo(f"{printable(r.path)}: {printable(r.label)} {r.probability:.3f}{others}{note}")
     if any(r.error is not None for r in results):
         raise typer.Exit(1)

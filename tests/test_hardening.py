@@ -661,7 +661,8 @@ def test_compiling_runs_say_so(two_classes, tmp_path, monkeypatch):
 
 def test_classes_help_tells_the_folder_default():
     text = " ".join(invoke("train", "--help").output.replace("│", " ").split())
-    assert "Default: airplane,bird for CIFAR; a folder's two class folders" in text
+    assert "Default: airplane,bird (the book's) for CIFAR; every class folder of a folder" in text
+    assert "or 'all'" in text and "one output per class" in text
 
 
 def test_model_configs_are_typed_and_bounded():

@@ -216,7 +216,8 @@ def test_a_pt_record_gives_the_model_only_and_an_unknown_one_is_ignored(tmp_path
     state_dict._metadata[""]["ptm_func_model"] = '{"model": "width", "config": {"n_chans1": 64}}'
     torch.save(state_dict, tmp_path / "w.pt")
     result = invoke("convert", tmp_path / "w.pt", tmp_path / "w.safetensors")
-    assert result.exit_code == 0 and "(width, {'n_chans1': 16})" in result.output  # the shapes' config
+    # the config read off the shapes
+    assert result.exit_code == 0 and "(width, {'n_chans1': 16, 'n_classes': 2})" in result.output
     state_dict._metadata[""]["ptm_func_model"] = '{"model": "vgg"}'
     torch.save(state_dict, tmp_path / "v.pt")
     unknown = invoke("convert", tmp_path / "v.pt", tmp_path / "v.safetensors")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torchvision.transforms.functional import center_crop, resize
 
-from ptm_func.data.dataset import IMAGE_SIZE, normalize
+from ptm_func.data.dataset import BOOK_CLASSES, CIFAR10_CLASSES, IMAGE_SIZE, normalize
 from ptm_func.data.folders import read_image
 from ptm_func.errors import DataError
 from ptm_func.nets.layers import Params, State
@@ -25,6 +25,20 @@ class Prediction:
     probabilities: dict[str, float]
     note: str  # how the image was fitted to 32x32, or ""
     error: str | None = None  # why the image could not be read
+    top: list[tuple[str, float]] = field(default_factory=list)  # the TOP_K likeliest, best first
+
+
+TOP_K = 3  # predictions name this many classes, where the model has more than two
+
+
+def class_names(training: dict, n_classes: int) -> list[str]:
+    """The class names a checkpoint was trained on; for a converted file that does not record
+    them, the book's two, CIFAR-10's ten, or `class 0`, `class 1`, ..."""
+    recorded = training.get("classes")
+    if recorded and len(recorded) == n_classes:
+        return list(recorded)
+    defaults = {len(BOOK_CLASSES): BOOK_CLASSES, len(CIFAR10_CLASSES): CIFAR10_CLASSES}
+    return list(defaults.get(n_classes, [f"class {i}" for i in range(n_classes)]))
 
 
 def load_for_prediction(path: str | Path) -> tuple[torch.Tensor, str]:
@@ -73,5 +87,7 @@ def predict(
             continue
         p, best = probs[i], int(probs[i].argmax())
         per_class = {c: float(v) for c, v in zip(classes, p, strict=True)}
-        out.append(Prediction(str(path), classes[best], float(p[best]), per_class, loaded[i][1]))
+        values, indices = p.topk(min(TOP_K, len(classes)))
+        top = [(classes[int(j)], float(v)) for v, j in zip(values, indices, strict=True)]
+        out.append(Prediction(str(path), classes[best], float(p[best]), per_class, loaded[i][1], top=top))
     return out
