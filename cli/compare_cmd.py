@@ -86,7 +86,7 @@ def _train_all(plans, dataset, tracking, tracking_dir: Path) -> tuple[list, bool
     console = Console(stderr=True)
     rows = []
     if tracking:
-        typer.echo(tracking.describe(f"{tracking_dir}/VARIANT"), err=True)
+        typer.echo(tracking.describe(f"{tracking_dir}/VARIANT", logdir=tracking_dir), err=True)
     group = tracking.group("compare", {"models": [name for name, _ in plans], "data": dataset.source})
     try:
         for name, options in plans:

@@ -11,7 +11,7 @@ from ptm_func.catalog import VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
-from .options import MODEL_HELP, Device, NBlocks, NChans1, NClasses, Tied, build_model, note
+from .options import MODEL_HELP, Device, NBlocks, NChans1, NClasses, Tied, build_model, note, optional
 
 
 def info(
@@ -45,6 +45,10 @@ def info(
         if target.endswith(".safetensors") or Path(target).is_file():
             ckpt = load_checkpoint(target)
             model, training = ckpt.model, ckpt.training
+            given = optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes)
+            if given:
+                options = ", ".join("--" + k.replace("_", "-") for k in given)
+                note(f"a checkpoint's model is the one it holds; ignoring {options}")
             problem = nonfinite_problem(ckpt, target)
             if problem:
                 note(f"{problem}: ptm eval and ptm predict refuse it")

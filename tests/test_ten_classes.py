@@ -164,3 +164,31 @@ def test_old_checkpoints_without_n_classes_are_the_books_two(tmp_path):
     metadata = {**read_metadata(path), "config": "{}"}
     save_file(tensors, path, metadata=metadata)
     assert load_checkpoint(path).model.config == {"n_classes": 2}
+
+
+def test_eval_relabels_classes_given_in_another_order_to_the_checkpoints_outputs(three_class_run):
+    out, summary = three_class_run
+    result = invoke("eval", out, "--classes", "cat,airplane,bird", "--device", "cpu", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["val_accuracy"] == pytest.approx(summary["val_accuracy"])
+
+
+def test_resume_keeps_the_saved_classes_and_says_it_ignores_others(image_folder, tmp_path):
+    out = tmp_path / "r.safetensors"
+    common = ["--data", image_folder, "--batch-size", "16", "--device", "cpu", "--no-compile"]
+    assert invoke("train", "net", *common, "--epochs", "1", "--out", out).exit_code == 0
+    result = invoke("train", "net", "--resume", out, "--epochs", "2", "--classes", "bird,cat",
+                    "--batch-size", "16")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "ignoring --classes" in result.output and "ignoring batch_size" not in result.output
+    assert load_checkpoint(out).training["classes"] == list(CLASSES)
+
+
+@pytest.mark.parametrize("rows,bias", [(0, 0), (1, 1), (3, 5)])
+def test_a_crafted_fc2_is_refused_in_one_line_naming_it(rows, bias, tmp_path):
+    state_dict = get_model("net").module().state_dict()
+    state_dict["fc2.weight"], state_dict["fc2.bias"] = torch.zeros(rows, 32), torch.zeros(bias)
+    torch.save(state_dict, tmp_path / "x.pt")
+    result = invoke("convert", tmp_path / "x.pt", tmp_path / "x.safetensors")
+    assert result.exit_code == 1 and "fc2" in result.output and "alike" not in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "x.safetensors").exists()

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from ptm_func.catalog import MODEL_NAMES
-from ptm_func.errors import CheckpointError, SettingsError
+from ptm_func.errors import CheckpointError, ModelConfigError, SettingsError
 from ptm_func.files import atomic, jsonio
 from ptm_func.files.checkpoint import (
     BLOCK_KEY,
@@ -127,9 +127,24 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
         candidates = ["net", "width", "dropout"] if _conv1_channels(tensors) == 16 else ["width", "dropout"]
     else:
         raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
+    fitting = [c for c in candidates if _fits(c, tensors)]
+    if not fitting:  # the keys are the family's, the shapes no member's: its first says how they differ
+        return candidates[0]
+    if len(fitting) == 1:
+        return fitting[0]
+    candidates = fitting
     fits = ", ".join(candidates[:-1]) + f" and {candidates[-1]}"
     options = ", ".join(f"--model {c}" for c in candidates[:-1]) + f" or --model {candidates[-1]}"
     raise ModelNotInferred(f"its keys and shapes fit {fits} alike; say which: {options}")
+
+
+def _fits(name: str, tensors: dict[str, Tensor]) -> bool:
+    """Do the keys and shapes make a model `name` (its config read off them)?"""
+    try:
+        check_state_dict(get_model(name, **infer_config(name, tensors)), tensors, source="")
+    except (CheckpointError, ModelConfigError):
+        return False
+    return True
 
 
 def model_for_state_dict(
@@ -138,7 +153,11 @@ def model_for_state_dict(
     """The model a state_dict belongs to: `name`, else the one `recorded` in its file, else
     inferred from its keys; config read off the shapes (`config` overrides)."""
     name = name or recorded or infer_model_name(tensors)
-    model = get_model(name, **{**infer_config(name, tensors), **config})
+    try:
+        model = get_model(name, **{**infer_config(name, tensors), **config})
+    except ModelConfigError as err:  # e.g. an fc2 of one output: n_classes 1
+        read = " (n_classes: the rows of fc2.weight)" if "n_classes" in str(err) else ""
+        raise CheckpointError(f"its shapes make no {name}: {err}{read}") from None
     check_state_dict(model, tensors, source="the state_dict")
     return model
 

@@ -10,6 +10,7 @@ import atexit
 import contextlib
 import importlib.util
 import json
+import logging
 import math
 import os
 import socket
@@ -75,7 +76,7 @@ class Tracker:
     def abandon(self) -> None:
         """Let go of what is open after a failure (best effort)."""
 
-    def where(self, events: str) -> str:
+    def where(self, events: str, logdir: str) -> str:
         return self.name
 
     def open_group(self, name: str, values: dict[str, Any]) -> Any:
@@ -104,8 +105,8 @@ class _TensorBoard(Tracker):
         self.writer_class = SummaryWriter
         self.writers: list[Any] = []
 
-    def where(self, events: str) -> str:
-        return f"tensorboard ({events}; view: tensorboard --logdir runs)"
+    def where(self, events: str, logdir: str) -> str:
+        return f"tensorboard ({events}; view: tensorboard --logdir {logdir})"
 
     def open(self, name, info, tb_dir: Path, at_epoch: int, history, parent) -> _TensorBoardRun:
         # a folder with events already: those from epoch at_epoch + 1 on are hidden (purged)
@@ -162,6 +163,10 @@ class _MLflow(Tracker):
             from mlflow.tracking import MlflowClient
         except ImportError as err:
             raise TrackerUnavailable(needs(self.name, f"a working mlflow ({short(err)})")) from None
+        # its store's INFO lines ("Creating initial MLflow database tables...") are not ptm's news
+        logging.getLogger("mlflow").setLevel(
+            max(logging.getLogger("mlflow").getEffectiveLevel(), logging.WARNING)
+        )
         self.uri = mlflow.get_tracking_uri()
         scheme = urllib.parse.urlparse(self.uri).scheme.split("+")[0]
         missing = [m for m in DB_PACKAGES if not installed(m)] if scheme in DB_SCHEMES else []
@@ -177,7 +182,7 @@ class _MLflow(Tracker):
             self.call(f"reaching {self.uri}", _reach, self.uri)
         atexit.register(self._end_running)
 
-    def where(self, events: str) -> str:
+    def where(self, events: str, logdir: str) -> str:
         return f"mlflow ({self.uri}; view: mlflow ui)"
 
     def _client(self):

@@ -104,9 +104,10 @@ class Tracking:
     def __bool__(self) -> bool:
         return bool(self.trackers)
 
-    def describe(self, events: str = "NAME.tb beside each checkpoint") -> str:
-        """`tracking: tensorboard (NAME.tb beside each checkpoint; ...), mlflow (sqlite:///...)`"""
-        return "tracking: " + ", ".join(t.where(events) for t in self.trackers)
+    def describe(self, events: str = "NAME.tb beside each checkpoint", logdir: str | Path = "runs") -> str:
+        """`tracking: tensorboard (NAME.tb beside each checkpoint; view: tensorboard --logdir
+        LOGDIR), mlflow (sqlite:///...; view: mlflow ui)`"""
+        return "tracking: " + ", ".join(t.where(events, str(logdir)) for t in self.trackers)
 
     def mirror(self, checkpoint: str | Path, info: dict[str, Any], **kwargs: Any) -> TrackedRun:
         """The run of `checkpoint`'s record: named after it, its TensorBoard events in NAME.tb."""

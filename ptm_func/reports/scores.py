@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from ptm_func.data.sources import load_dataset
+from ptm_func.errors import ClassChoiceError
 from ptm_func.files.checkpoint import load_ensemble
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.research.members import require_finite
+from ptm_func.text import names
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.evaluate import evaluate
 
@@ -33,6 +35,7 @@ def score_checkpoints(
     first = loaded[0].training
     source = data or first.get("data") or first.get("data_dir")
     outputs = loaded[0].model.n_classes
+    classes = _same_classes(classes, first.get("classes"), outputs, paths[0])
     dataset = load_dataset(source, classes or first.get("classes"), dev, notify=notify, n_classes=outputs)
     if len(loaded) == 1:
         ckpt = loaded[0]
@@ -60,3 +63,17 @@ def score_checkpoints(
         ],
         "ensemble": {"train_accuracy": train["ensemble"], "val_accuracy": val["ensemble"]},
     }
+
+
+def _same_classes(asked: list[str] | None, trained: list[str] | None, outputs: int, path) -> list[str] | None:
+    """The classes to score on, in the order the checkpoint's outputs mean them: output i is
+    `trained[i]`, so `--classes` in another order is relabelled back to it; other classes than
+    it was trained on are refused (ClassChoiceError), unless the file records none (a .pt)."""
+    if not asked or not trained or len(asked) != outputs:
+        return asked  # nothing to check against, or load_dataset refuses the count
+    if set(asked) != set(trained):
+        raise ClassChoiceError(
+            f"{path} was trained on {names(trained)}, not {names(asked)}; its outputs mean those "
+            "classes (give them in any order, or leave --classes out)"
+        )
+    return list(trained)

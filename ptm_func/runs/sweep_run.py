@@ -124,7 +124,11 @@ def run_sweep(
         if given:
             reporter.note(f"resuming the sweep as planned in {sweep.SPEC_NAME}; ignoring {', '.join(given)}")
         data = data or plan.spec["data"]
-        classes = classes if classes is not None else plan.spec["classes"]
+        if classes is not None and list(classes) != plan.spec["classes"]:
+            reporter.note(
+                f"resuming uses the sweep's classes ({names(plan.spec['classes'])}); ignoring --classes"
+            )
+        classes = plan.spec["classes"]
     else:
         plan = _new_plan(variant, grid or {}, seeds, seed, chunk, out, settings)
     if plan.folder.exists() and not plan.folder.is_dir():
@@ -132,7 +136,7 @@ def run_sweep(
     main = world is None or world.is_main
     plan.tracking = Tracking(track, reporter.note) if main else Tracking()
     if plan.tracking:
-        reporter.message(plan.tracking.describe())
+        reporter.message(plan.tracking.describe("MEMBER.tb in the sweep's folder", logdir=plan.folder))
     with _owned_folder(plan, main, numbered=out is None and resume is None) as plan.folder:
         if main and resume is None and holds_files(plan.folder):
             raise SettingsError(f"{plan.folder} holds files already; give another --out, or --resume it")

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -136,7 +136,7 @@ def run_training(
         plan.checkpoint_every = checkpoint_every
         plan.tracking = Tracking(track, reporter.note) if main else Tracking()
         if plan.tracking:
-            reporter.message(plan.tracking.describe())
+            reporter.message(plan.tracking.describe(logdir=plan.out.parent))
         if resume is None or plan.out != Path(resume):
             plan.out = held.enter_context(_owned_output(plan, main))
         return _run(plan, resume, reporter, world, main, stop_on_signals)
@@ -205,7 +205,11 @@ def _plan(variant, settings, dev, data, classes, out, force, resume, reporter) -
     if resume is not None:
         net, config, start, saved = _resume_plan(variant, Path(resume), settings, dev, reporter)
         data = data or saved.get("data") or saved.get("data_dir")
-        classes = classes if classes is not None else saved.get("classes")
+        if classes is not None and saved.get("classes") and list(classes) != saved["classes"]:
+            reporter.note(
+                f"resuming uses the saved run's classes ({names(saved['classes'])}); ignoring --classes"
+            )
+        classes = saved.get("classes") or classes
         return _Plan(variant, net, config, out or Path(resume), dev, data, classes, start, saved)
     try:
         net, config = book_setup(variant, **settings)
@@ -224,7 +228,8 @@ def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:
     saved = ckpt.training
     if saved.get("variant") != variant:
         raise SettingsError(f"{resume} is a {printable(saved.get('variant'))!r} run, not {variant!r}")
-    ignored = sorted(set(settings) - set(RESUME_ADJUSTABLE))
+    saved_values = {**asdict(config), **ckpt.model.config}
+    ignored = sorted(k for k in set(settings) - set(RESUME_ADJUSTABLE) if settings[k] != saved_values.get(k))
     if ignored:
         reporter.note(f"resuming uses the saved settings; ignoring {', '.join(ignored)}")
     try:
