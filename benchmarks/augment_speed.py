@@ -53,8 +53,8 @@ def main() -> None:
             times["augmented"].append(epoch_seconds(model, data, augmented))
         ratios = [a / p for a, p in zip(times["augmented"], times["plain"], strict=True)]
         print(
-            f"{name}: plain {statistics.median(times['plain']):.2f} s/epoch, augmented "
-            f"{statistics.median(times['augmented']):.2f} s/epoch, ratio {statistics.median(ratios):.2f} "
+            f"{name}: plain {statistics.median(times['plain']):.4f} s/epoch, augmented "
+            f"{statistics.median(times['augmented']):.4f} s/epoch, ratio {statistics.median(ratios):.2f} "
             f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
 

@@ -1,41 +1,56 @@
 #!/usr/bin/env bash
-# The prepared device run of issue 14 (< 8 minutes on an H200): every CUDA path of ptm_func.
-#   A (alone, timed): Net and NetRes speed - book loop, eager, default compile, CUDA graphs,
-#     and an 8-member ensemble with its peak memory; then what --augment flip,crop costs.
-#   B (in parallel): `ptm check` of every model, the CUDA tests.
+# The prepared device run (about 8 minutes on an H200, cold caches): every CUDA path of ptm_func,
+# the numbers the brief targets first, so a run cut short still has them.
+#   A (alone, timed): Net - book loop, eager, CUDA graphs, an 8-member ensemble and its peak
+#     memory; NetRes - book loop, CUDA graphs.
 #   C (two at once): resdeep, 100 blocks, tied and untied, against the book's loop.
+#   B (in parallel): `ptm check` of every model, the CUDA tests.
+#   A2 (alone): what --augment flip,crop costs Net.
 #   D (ACCURACY=1 only): resdeep's 100-epoch accuracy against the book's loop (README's table).
-# Results land in $OUT: log.txt, one JSON per part.
+#   MODES=reduce-overhead,default,eager adds torch.compile's default mode to A's rows.
+# Results land in $OUT: log.txt, one JSON per part; each part's stderr ends the log on failure.
 #   OUT=/tmp/out bash benchmarks/gpu_run.sh    (DATA: bundled by default; DEVICE: cuda)
 set -u
 export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 DATA=${DATA:-bundled}
 DEVICE=${DEVICE:-cuda}
+MODES=${MODES:-reduce-overhead,eager}
 OUT=${OUT:-/tmp/ptm_out}
 LOGS=$(mktemp -d)
 mkdir -p "$OUT"
-speed() { python3 benchmarks/train_speed.py --data "$DATA" --device "$DEVICE" "$@"; }
+# speed SECONDS NAME ARGS...: `timeout` runs programs, not shell functions, so the limit goes
+# inside; stderr (compile warnings) is kept in $LOGS/NAME.err and shown only when the part fails
+speed() {
+  timeout "$1" python3 benchmarks/train_speed.py --data "$DATA" --device "$DEVICE" "${@:3}" \
+    2> "$LOGS/$2.err" || { echo "$2 FAILED (exit $?):"; tail -15 "$LOGS/$2.err"; }
+}
 {
   date
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
+  python3 -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in
+    ('typer', 'safetensors', 'einops', 'filelock', 'pillow', 'pytest')), sep=', ')"
   echo "== A: Net, then NetRes (alone)"
-  timeout 170 speed --models net --epochs 5 --modes reduce-overhead,default,eager --replicas 8 \
-    --json "$OUT/speed_net.json" 2>&1 | tail -12
-  timeout 100 speed --models res --epochs 4 --modes reduce-overhead,default \
-    --json "$OUT/speed_res.json" 2>&1 | tail -8
-  echo "== A2: what --augment flip,crop costs, Net and NetRes (alone)"
-  timeout 120 python3 benchmarks/augment_speed.py --models net,res --data "$DATA" --device "$DEVICE" \
-    --rounds 3 2>&1 | tail -3
+  speed 170 net --models net --epochs 5 --modes "$MODES" --replicas 8 --json "$OUT/speed_net.json"
+  speed 100 res --models res --epochs 4 --modes "${MODES%%,*}" --json "$OUT/speed_res.json"
+  echo "== C: resdeep, 100 blocks, tied and untied (two processes at once)"
+  for tied in "" "--tied"; do
+    speed 150 "resdeep$tied" --models resdeep --n-blocks 100 $tied --subset 2560 --epochs 3 \
+      --modes reduce-overhead,eager --json "$OUT/speed_resdeep${tied:+_tied}.json" > "$LOGS/resdeep$tied.log" &
+  done
+  wait
+  cat "$LOGS"/resdeep*.log
   echo "== B: ptm check (every model), CUDA tests"
   for m in net width l2 dropout batchnorm depth res resdeep; do
     blocks=$([ "$m" = resdeep ] && echo "--n-blocks 10")  # 100 blocks: part C times them
-    timeout 120 python3 -m cli.main check "$m" $blocks --device "$DEVICE" --json > "$LOGS/check_$m.json" \
+    timeout 150 python3 -m cli.main check "$m" $blocks --device "$DEVICE" --json > "$LOGS/check_$m.json" \
       2> "$LOGS/check_$m.err" &
   done
-  timeout 120 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py > "$LOGS/cuda_tests.log" 2>&1 &
+  # the loop above is test_ptm_check_passes_on_cuda_without_recompiling with numbers: not twice
+  timeout 150 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k "not ptm_check" \
+    > "$LOGS/cuda_tests.log" 2>&1 &
   wait
-  tail -5 "$LOGS/cuda_tests.log"
+  tail -25 "$LOGS/cuda_tests.log"
   python3 - "$LOGS" "$OUT/check.json" <<'PY'
 import json, pathlib, sys
 reports = []
@@ -43,20 +58,16 @@ for path in sorted(pathlib.Path(sys.argv[1]).glob("check_*.json")):
     try:
         reports += json.loads(path.read_text())
     except ValueError:
-        print(path.stem, "gave no report:", path.with_suffix(".err").read_text()[-400:])
+        print(path.stem, "gave no report (timed out or failed):", path.with_suffix(".err").read_text()[-600:])
 for r in reports:
     for v in r["variants"]:
         print(f"{r['model']:<10} {v['name']:<26} rel {v['relative_diff']:.1e} compiles {v['compiles']} "
               f"graphs {v['cudagraph_recordings']} {v['seconds']:.0f}s {'ok' if v['ok'] else 'FAIL'}")
 json.dump(reports, open(sys.argv[2], "w"), indent=1)
 PY
-  echo "== C: resdeep, 100 blocks, tied and untied"
-  for tied in "" "--tied"; do
-    timeout 150 speed --models resdeep --n-blocks 100 $tied --subset 2560 --epochs 3 \
-      --modes reduce-overhead,eager --json "$OUT/speed_resdeep${tied:+_tied}.json" > "$LOGS/resdeep$tied.log" 2>&1 &
-  done
-  wait
-  tail -6 "$LOGS"/resdeep*.log
+  echo "== A2: what --augment flip,crop costs Net (alone)"
+  timeout 100 python3 benchmarks/augment_speed.py --models net --data "$DATA" --device "$DEVICE" \
+    --rounds 3 2> "$LOGS/augment.err" || tail -15 "$LOGS/augment.err"
   if [ "${ACCURACY:-0}" = 1 ]; then  # optional: ~4-8 minutes more
     echo "== D: resdeep (100 untied blocks), 100 epochs, against the book's loop"
     timeout 480 python3 benchmarks/accuracy.py --model resdeep --data "$DATA" --device "$DEVICE" --compile \
