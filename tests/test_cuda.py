@@ -29,6 +29,7 @@ def test_compiled_cuda_fit_matches_eager_cuda_and_cpu(name, mode="reduce-overhea
         random_data("cuda"),
         replace(config, compile=True, compile_mode=None if mode == "default" else mode),
     )
+    assert compiled.fallbacks == []  # CUDA graphs ran, not a fallback that would match anyway
     cpu = fit(model, random_data("cpu"), config)
     for key in eager.params:
         torch.testing.assert_close(compiled.params[key], eager.params[key], rtol=1e-3, atol=1e-4, msg=key)

@@ -13,6 +13,7 @@ from ptm_func.training import tuning
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.distributed import World, data_parallel_step
 from ptm_func.training.fallback import FallbackStep
+from ptm_func.training.graphs import CarriedBuffersStep
 from ptm_func.training.members import member_loop, uses_vmap
 from ptm_func.training.step import make_gradients, make_step, make_update
 
@@ -40,7 +41,9 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
 
 
 def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
-    """torch.compile `step` in one mode; reduce-overhead marks each call as a new CUDA-graph step."""
+    """torch.compile `step` in one mode. On CUDA, reduce-overhead replays CUDA graphs and a
+    train step carries its params, state and optimizer state in buffers of its own (graphs.py);
+    elsewhere it marks each call as a new step."""
     # Every model compiles its own graph of this one function: ptm compare (8 models) or a
     # benchmark would pass dynamo's default limit of 8 and silently run the rest eagerly.
     torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 64)
@@ -52,6 +55,8 @@ def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
         compiled = torch.compile(step, dynamic=False, options=options)
     if mode != "reduce-overhead":
         return compiled
+    if device.type == "cuda":
+        return CarriedBuffersStep(compiled)
 
     def graphed_step(*args):
         # Each call is a new iteration: the previous outputs (now our inputs) are copied into

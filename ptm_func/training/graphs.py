@@ -1,0 +1,71 @@
+"""The CUDA-graphed step: what it carries from step to step lives at fixed addresses it owns.
+
+torch.compile's mode="reduce-overhead" replays CUDA graphs (inductor's cudagraph trees). The
+tensors a replay returns live in the graphs' memory pool, and once the next step begins
+(`torch.compiler.cudagraph_mark_step_begin`) every earlier output is dead: reading one raises
+"accessing tensor output of CUDAGraphs that has been overwritten by a subsequent run". A train
+step feeds its outputs (params, state, optimizer state) back in as its next inputs, so it may
+not hand those outputs on. Here they are copied, with one `torch._foreach_copy_`, into buffers
+that this step owns and marks static (`torch._dynamo.mark_static_address`): the next replay
+reads them where they are, with no copy into the graph's own input slots, and the caller never
+holds a tensor of the pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor
+from torch.utils import _pytree as pytree
+
+
+class CarriedBuffersStep:
+    """Wrap a reduce-overhead compiled `step(params, state, opt_state, *rest)` -> `(params,
+    state, opt_state, metrics)` so that what it returns is never a CUDA-graph output.
+
+    The returned params, state and optimizer state are this object's buffers: the next call
+    overwrites them, so a caller that keeps a step's results past the next call clones them
+    (the loop's snapshots do). The metrics are graph outputs, valid until the next call. A call
+    that raises leaves the buffers and its inputs as they were (fallback.py repeats it).
+    """
+
+    def __init__(self, compiled: Callable):
+        self.compiled = compiled
+        self.buffers: tuple | None = None  # (params, state, opt_state) at static addresses
+        self._leaves: list[Tensor] = []  # the buffers' tensors, in pytree order
+        self._spec: pytree.TreeSpec | None = None
+
+    def __call__(self, params, state, opt_state, *rest):
+        self._load((params, state, opt_state))
+        torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are dead
+        *new, metrics = self.compiled(*self.buffers, *rest)
+        leaves, spec = pytree.tree_flatten(tuple(new))
+        if spec != self._spec:  # keys in another order would pair the wrong tensors
+            raise RuntimeError(f"the step returned {spec}, not the {self._spec} it was given")
+        torch._foreach_copy_(self._leaves, leaves)
+        return (*self.buffers, metrics)
+
+    def _load(self, carried: tuple) -> None:
+        """Make the buffers hold `carried`: they are the buffers already (the last step's
+        results), are copied into them, or (first call, or other shapes) become new buffers."""
+        leaves, spec = pytree.tree_flatten(carried)
+        if spec == self._spec and all(a is b for a, b in zip(leaves, self._leaves, strict=True)):
+            return
+        if spec == self._spec and all(
+            (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
+            for a, b in zip(leaves, self._leaves, strict=True)
+        ):
+            torch._foreach_copy_(self._leaves, leaves)
+            return
+        if not all(isinstance(leaf, Tensor) for leaf in leaves):
+            raise TypeError("a CUDA-graphed step carries tensors only")
+        self._leaves = [_static_clone(leaf) for leaf in leaves]
+        self._spec = spec
+        self.buffers = pytree.tree_unflatten(self._leaves, spec)
+
+
+def _static_clone(t: Tensor) -> Tensor:
+    copy = t.clone()
+    torch._dynamo.mark_static_address(copy, guard=False)  # a new address re-records, not recompiles
+    return copy
