@@ -32,8 +32,21 @@ app = typer.Typer(
 )
 
 
+def show_version(asked: bool) -> None:
+    if asked:
+        from ptm_func.version import version
+
+        typer.echo(f"ptm_func {version()}")
+        raise typer.Exit()
+
+
 @app.callback()
-def main(debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors.")):
+def main(
+    debug: bool = typer.Option(False, "--debug", help="Show Python tracebacks on errors."),
+    version: bool = typer.Option(
+        False, "--version", callback=show_version, is_eager=True, help="Print ptm_func's version and exit."
+    ),
+):
     """Functional PyTorch for the chapter-8 CNNs (CIFAR-2: airplanes vs birds)."""
     DEBUG["enabled"] = debug
     # torch's CUDA build on a machine without CUDA warns at every CPU compile; nothing to act on

@@ -7,7 +7,8 @@
 
 The names below are the public surface; the subpackages (`nets`, `data`, `training`,
 `files`, `research`, `reports`, `runs`) are the layers behind it, lowest first. Names load on
-first use, so `import ptm_func` (and `ptm --help`) does not import torch.
+first use, so `import ptm_func` (and `ptm --help`) does not import torch. `__version__` is
+the installed package's version (ptm_func.version).
 """
 
 from __future__ import annotations
@@ -99,6 +100,10 @@ __all__ = sorted({*_PUBLIC, *_MODULES})
 
 def __getattr__(name: str) -> Any:
     """Import a public name's module on first use (PEP 562)."""
+    if name == "__version__":
+        from ptm_func.version import version
+
+        return version()
     if name in _MODULES:
         value = importlib.import_module(f"{__name__}.{_MODULES[name]}")
     elif name in _PUBLIC:

@@ -25,6 +25,7 @@ from ptm_func.errors import CheckpointError, UnknownModelError
 from ptm_func.files import atomic, jsonio
 from ptm_func.nets.layers import Params, State
 from ptm_func.nets.registry import Model, get_model
+from ptm_func.version import version
 
 FORMAT = "ptm_func"
 FORMAT_VERSION = "1"
@@ -53,6 +54,7 @@ def checkpoint_content(
     metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
+        "ptm_func_version": version(),  # the package that wrote it (ptm_func.version)
         "model": model.name,
         "config": json.dumps(model.config),
         "training": jsonio.dumps(training),

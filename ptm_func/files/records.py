@@ -19,7 +19,6 @@ import platform
 from collections.abc import Iterator
 from dataclasses import asdict
 from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +31,7 @@ from ptm_func.files.checkpoint import read_metadata
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.state import EpochStats
+from ptm_func.version import version
 
 if TYPE_CHECKING:
     from ptm_func.files.tracking import TrackedRun, Tracking
@@ -71,15 +71,8 @@ def run_info(
         "val_images": len(data.val),
         "device": str(device),
         **extra,
-        "versions": {"ptm_func": _version(), "torch": torch.__version__, "python": platform.python_version()},
+        "versions": {"ptm_func": version(), "torch": torch.__version__, "python": platform.python_version()},
     }
-
-
-def _version() -> str:
-    try:
-        return metadata.version("ptm_func")
-    except metadata.PackageNotFoundError:
-        return "unknown"
 
 
 def replica_path(checkpoint: str | Path, replica: int) -> Path:
