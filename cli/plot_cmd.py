@@ -65,10 +65,9 @@ def plot(
             raise RecordError(f"{names(empty)} {have} no finished epoch yet: nothing to draw")
         for path in empty:
             note(f"skipped {printable(path)}: no finished epoch yet")
-        if out is None:
-            out = drawn[0].with_name(drawn[0].name.removesuffix(METRICS_SUFFIX) + ".curves.png")
+        target = out or drawn[0].with_name(drawn[0].name.removesuffix(METRICS_SUFFIX) + ".curves.png")
         try:
-            path = learning_curves(curves, out, title)
+            path = learning_curves(curves, target, title)
         except PlotUnavailable as err:
             raise RuntimeError(str(err)) from None
     typer.echo(f"learning curves: {path}")

@@ -52,7 +52,7 @@ class TrainingProgress(Reporter):
         self._progress = None
 
     def step(self, step: int, n_steps: int) -> None:
-        if self._progress is not None:
+        if self._progress is not None and self._task is not None:
             self._progress.update(self._task, completed=step, total=n_steps, epoch=self.epoch_number + 1)
 
     def epoch(self, stats) -> None:
@@ -60,10 +60,11 @@ class TrainingProgress(Reporter):
         line = epoch_line(stats)
         if self._progress is not None:
             self._progress.console.print(line, highlight=False)
-            self._progress.update(
-                self._task,
-                completed=0,
-                last=f"last: loss {stats.loss:.4f}, {stats.samples_per_second:,.0f} img/s",
-            )
+            if self._task is not None:
+                self._progress.update(
+                    self._task,
+                    completed=0,
+                    last=f"last: loss {stats.loss:.4f}, {stats.samples_per_second:,.0f} img/s",
+                )
         else:
             print(line, file=sys.stderr, flush=True)

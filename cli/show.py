@@ -52,7 +52,7 @@ def conv(
         else:
             dataset = load_dataset(data, notify=note)
             train = dataset.train
-            if not 0 <= index < len(train):
+            if index is None or not 0 <= index < len(train):  # None: refused above
                 raise UsageError(f"--index must be in 0..{len(train) - 1}, got {index}")
             x = train.images[index]
             label = dataset.classes[int(train.labels[index])]

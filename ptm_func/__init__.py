@@ -95,7 +95,7 @@ _PUBLIC = {
 # public name -> a module exposed whole
 _MODULES = {"rng": "nets.rng"}
 
-__all__ = sorted({*_PUBLIC, *_MODULES})
+__all__ = sorted({*_PUBLIC, *_MODULES})  # pyright: ignore[reportUnsupportedDunderAll] - static tools read the TYPE_CHECKING imports below
 
 
 def __getattr__(name: str) -> Any:

@@ -66,7 +66,7 @@ def fingerprint(dataset: Dataset) -> dict[str, Any]:
     digest = hashlib.sha256()
     for split in (dataset.train, dataset.val):
         for tensor in (split.labels, split.images):
-            digest.update(memoryview(tensor.contiguous().cpu().numpy()).cast("B"))
+            digest.update(tensor.contiguous().cpu().numpy().data.cast("B"))
     counts = {
         name: split.labels.bincount(minlength=len(dataset.classes)).tolist()
         for name, split in (("train", dataset.train), ("val", dataset.val))

@@ -140,7 +140,10 @@ def load_bundled(classes: ClassPick | Sequence[str] | None = None) -> Dataset:
         for member in archive:
             parts = member.name.split("/")  # cifar2/<split>/<class>/<NNNN>.jpg
             if member.isfile() and len(parts) == 4:
-                data = archive.extractfile(member).read()
+                handle = archive.extractfile(member)
+                if handle is None:  # not a regular file after all
+                    continue
+                data = handle.read()
                 files.setdefault((parts[1], parts[2]), []).append((f"{BUNDLED_LABEL}/{member.name}", data))
     splits = [decode_split([sorted(files[split, c]) for c in chosen]) for split in ("train", "test")]
     return Dataset(splits[0], splits[1], chosen, BUNDLED_LABEL)

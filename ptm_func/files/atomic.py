@@ -17,7 +17,7 @@ class WriteError(ValueError):
     """A file cannot be written where it was asked for; the message says which and why."""
 
 
-def write_temp(path: Path, write: Callable[[Path], None]) -> Path:
+def write_temp(path: Path, write: Callable[[Path], object]) -> Path:
     """Call `write(temp)` for a temp file beside `path`, fsync it; return it (not yet renamed).
 
     On failure the temp file is removed and the error propagates.
@@ -35,7 +35,7 @@ def write_temp(path: Path, write: Callable[[Path], None]) -> Path:
     return tmp
 
 
-def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Path], object]) -> Path:
     """Write `path` through `write(temp)` and one rename: readers see the old file or the new one."""
     path = Path(path)
     tmp = write_temp(path, write)

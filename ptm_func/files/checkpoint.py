@@ -11,7 +11,7 @@ import json
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -189,7 +189,7 @@ def _check_blocks_fit(config: dict[str, Any], tensors: dict[str, Tensor], path) 
             )
 
 
-def load_ensemble(paths: list[str | Path], device: torch.device | str = "cpu") -> list[Checkpoint]:
+def load_ensemble(paths: Sequence[str | Path], device: torch.device | str = "cpu") -> list[Checkpoint]:
     """Several checkpoints to predict together: they must name the same classes, in order."""
     checkpoints = [load_checkpoint(path, device) for path in paths]
     classes = [c.training.get("classes") for c in checkpoints]

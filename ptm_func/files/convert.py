@@ -44,6 +44,8 @@ def read_pt_state_dict(path: str | Path) -> dict[str, Tensor]:
 def recorded_model(metadata: Any) -> str | None:
     """The model name ptm recorded in a .pt state_dict's `_metadata`, if any (and known)."""
     root = metadata.get("") if isinstance(metadata, dict) else None
+    if not isinstance(root, dict):
+        return None
     try:
         name = json.loads(root[PT_MODEL_KEY])["model"]
     except (TypeError, KeyError, ValueError):
@@ -188,7 +190,9 @@ def safetensors_to_pt(src: str | Path, dst: str | Path, name: str | None = None)
     # the module's own state_dict: tied keys stay shared, as in the book's file
     state_dict = module.state_dict()
     record = jsonio.dumps({"model": ckpt.model.name, "config": ckpt.model.config})
-    state_dict._metadata[""] = {**state_dict._metadata.get("", {}), PT_MODEL_KEY: record}
+    # torch's state_dict() is an OrderedDict carrying `_metadata`, which its annotation (dict) omits
+    metadata = state_dict._metadata  # pyright: ignore[reportAttributeAccessIssue]
+    metadata[""] = {**metadata.get("", {}), PT_MODEL_KEY: record}
     try:
         atomic.atomic_write(dst, lambda tmp: torch.save(state_dict, tmp))
     except OSError as err:

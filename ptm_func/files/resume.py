@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -75,12 +76,14 @@ def save_runs(runs: list[tuple[str | Path, Model, TrainState, TrainConfig, dict[
             if weights_tmp != path:
                 atomic.discard(weights_tmp)
         raise
+    committing = None
     try:
         for side_tmp, side, weights_tmp, path in written:
+            committing = path
             os.replace(side_tmp, side)
             os.replace(weights_tmp, path)  # this run's commit
     except OSError as err:
-        raise CheckpointError(f"cannot write checkpoint {path}: {atomic.reason(err)}") from None
+        raise CheckpointError(f"cannot write checkpoint {committing}: {atomic.reason(err)}") from None
     for _, _, _, path in written:
         atomic.remove_stale_temps(path)
     return [path for _, _, _, path in written]
@@ -165,13 +168,13 @@ def load_run(
 
 
 def load_runs(
-    paths: list[str | Path], device: torch.device | str = "cpu"
+    paths: Sequence[str | Path], device: torch.device | str = "cpu"
 ) -> list[tuple[Checkpoint, TrainState, TrainConfig]]:
     """Load the members saved by `save_runs`, all from the newest save every one of them has whole."""
     reachable = None
     for path in map(Path, paths):
         side = training_state_path(path)
-        both = (_saved_positions(side) & _saved_positions(path)) - {None}
+        both = {p for p in _saved_positions(side) & _saved_positions(path) if p is not None}
         reachable = both if reachable is None else reachable & both
     if not reachable:
         raise CheckpointError(f"{paths[0]} and the other members hold no save in common")
@@ -182,7 +185,7 @@ def load_runs(
 def resumable_position(path: str | Path) -> tuple[int, int] | None:
     """The newest position both files of the run at `path` hold whole; None if it never saved."""
     path = Path(path)
-    both = (_saved_positions(training_state_path(path)) & _saved_positions(path)) - {None}
+    both = {p for p in _saved_positions(training_state_path(path)) & _saved_positions(path) if p is not None}
     return max(both) if both else None
 
 

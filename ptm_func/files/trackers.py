@@ -18,7 +18,7 @@ import time
 import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from ptm_func.errors import TrackerUnavailable
 from ptm_func.text import printable
@@ -81,6 +81,16 @@ class Tracker:
 
     def open_group(self, name: str, values: dict[str, Any]) -> Any:
         return None
+
+    # what each library implements: a run's handle, its epochs, its end
+    def open(self, name: str, info: dict[str, Any], tb_dir: Path, at_epoch: int, history, parent) -> Any:
+        raise NotImplementedError
+
+    def epoch(self, run: Any, line: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def finish(self, run: Any, result: Any, status: str, files: list[Path]) -> None:
+        raise NotImplementedError
 
     def finish_group(self, handle: Any, status: str, files: list[Path]) -> None:
         pass
@@ -238,8 +248,8 @@ class _MLflow(Tracker):
         ]
         self._end(run.run_id, status, files, final)
 
-    def finish_group(self, run_id: str, status: str, files) -> None:
-        self._end(run_id, status, files, [])
+    def finish_group(self, handle: str, status: str, files) -> None:
+        self._end(handle, status, files, [])  # the group's MLflow run id (open_group)
 
     def _end(self, run_id: str, status: str, files: list[Path], metrics: list) -> None:
         client = self.client
@@ -305,7 +315,7 @@ def _lr(info: dict[str, Any]) -> float | None:
     return float(lr) if number(lr) else None
 
 
-def number(value: Any) -> bool:
+def number(value: Any) -> TypeGuard[int | float]:
     """Is `value` a finite int or float (not a bool)?"""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 

@@ -8,6 +8,8 @@ the same order as the nn.Module constructors, so `init(seed)` equals the module 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -120,3 +122,8 @@ def dropout2d(x: Tensor, p: float, *, train: bool, key: rng.KeyLike | None) -> T
     shape = (x.shape[1], 1, 1) if key.dim() == 1 else (x.shape[0], x.shape[1], 1, 1)
     keep = rng.uniform(key, shape, dtype=x.dtype) >= p
     return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
+
+
+def tensor_sum(tensors: Iterable[Tensor]) -> Tensor:
+    """Python's `sum` of tensors (0 + a + b + ..., the book's order of adds), typed as a tensor."""
+    return cast(Tensor, sum(tensors))

@@ -67,8 +67,8 @@ def apply_dropout(params: Params, state: State, x: Tensor, *, train: bool, key=N
     """NetWidth with Dropout2d(p=0.4) after each pool; layer i's mask uses fold_in(key, i)."""
     if train and key is None:
         raise ValueError("NetDropout in training mode needs an explicit `key` (or seed)")
-    k1 = rng.fold_in(key, 0) if train else None
-    k2 = rng.fold_in(key, 1) if train else None
+    k1 = rng.fold_in(key, 0) if train and key is not None else None
+    k2 = rng.fold_in(key, 1) if train and key is not None else None
     out = F.max_pool2d(torch.tanh(conv(params, "conv1", x)), 2)
     out = dropout2d(out, DROPOUT_P, train=train, key=k1)
     out = F.max_pool2d(torch.tanh(conv(params, "conv2", out)), 2)
@@ -177,14 +177,14 @@ def init_resdeep(
     """Init NetResDeep; with tied=True every block's keys hold block 0's tensors."""
     params = init_conv(gen, "conv1", 3, n_chans1)
     state: State = {}
-    for i in range(1 if tied else n_blocks):
-        block_params, block_state = init_res_block(gen, f"resblocks.{i}", n_chans1)
+    blocks = [init_res_block(gen, f"resblocks.{i}", n_chans1) for i in range(1 if tied else n_blocks)]
+    for block_params, block_state in blocks:
         params |= block_params
         state |= block_state
     if tied:  # the book's one shared block, listed under every index
         for i in range(1, n_blocks):
-            params |= _rename_block(block_params, i)
-            state |= _rename_block(block_state, i)
+            params |= _rename_block(blocks[0][0], i)
+            state |= _rename_block(blocks[0][1], i)
     params |= init_linear(gen, "fc1", 8 * 8 * n_chans1, 32)
     params |= init_linear(gen, "fc2", 32, n_classes)
     return params, state

@@ -14,6 +14,7 @@ from ptm_func.catalog import MODEL_NAMES
 from ptm_func.errors import ModelConfigError, UnknownModelError
 from ptm_func.nets import models, modules
 from ptm_func.nets.layers import STATE_SUFFIXES, Params, State
+from ptm_func.nets.rng import KeyLike
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,9 @@ class Model:
         """This model with `n_classes` outputs (only fc2's shape changes)."""
         return get_model(self.name, **{**self.config, "n_classes": n_classes})
 
-    def init(self, seed: int | torch.Generator = 0, device=None) -> tuple[Params, State]:
+    def init(
+        self, seed: int | torch.Generator = 0, device: torch.device | str | None = None
+    ) -> tuple[Params, State]:
         """Build (params, state); equals the twin built after `torch.manual_seed(seed)`."""
         gen = seed if isinstance(seed, torch.Generator) else torch.Generator().manual_seed(seed)
         params, state = self._spec.init(gen, **self.config)
@@ -130,7 +133,9 @@ class Model:
             params, state = _to(params, device), _to(state, device)
         return params, state
 
-    def apply(self, params: Params, state: State, x: Tensor, *, train: bool, key=None):
+    def apply(
+        self, params: Params, state: State, x: Tensor, *, train: bool, key: KeyLike | None = None
+    ) -> tuple[Tensor, State]:
         """Run the network: `(logits, new_state)`; nothing given is mutated."""
         options = {k: self.config[k] for k in self._spec.apply_options}
         return self._spec.apply(params, state, x, train=train, key=key, **options)

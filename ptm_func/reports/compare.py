@@ -18,7 +18,7 @@ from ptm_func.nets.registry import get_model
 from ptm_func.reports.summary import parameter_summary
 from ptm_func.training.config import book_setup
 from ptm_func.training.loop import fit
-from ptm_func.training.state import EpochStats, TrainState
+from ptm_func.training.state import EpochStats, TrainState, single
 
 
 @dataclass(frozen=True)
@@ -70,8 +70,8 @@ def compare(
                 name,
                 model.book_class,
                 parameter_summary(model)["total"],
-                result.train_accuracy,
-                result.val_accuracy,
+                None if result.train_accuracy is None else single(result.train_accuracy),
+                None if result.val_accuracy is None else single(result.val_accuracy),
                 time.perf_counter() - t0,
                 [asdict(stats) for stats in result.history],
                 result.diverged_in,
@@ -97,7 +97,7 @@ def plan_comparison(
         raise SettingsError(f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}")
     if epochs is not None and epochs < 1:
         raise SettingsError(f"--epochs must be >= 1, got {epochs}")
-    overrides = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
+    overrides: dict[str, Any] = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
     if book_quirks:
         overrides.update(shuffle=False, eval_train_mode=True)
     if augment:

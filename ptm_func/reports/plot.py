@@ -35,10 +35,12 @@ def comparison_chart(rows: Sequence[ComparisonRow], path: str | Path, title: str
     fig, ax = plt.subplots(figsize=(8, 3.2), dpi=100)
     xs = range(len(rows))
     width = 0.4
-    ax.bar([x - width / 2 for x in xs], [r.train_accuracy for r in rows], width, label="train")
-    ax.bar([x + width / 2 for x in xs], [r.val_accuracy for r in rows], width, label="val")
+    train = [math.nan if r.train_accuracy is None else r.train_accuracy for r in rows]
+    val = [math.nan if r.val_accuracy is None else r.val_accuracy for r in rows]
+    ax.bar([x - width / 2 for x in xs], train, width, label="train")
+    ax.bar([x + width / 2 for x in xs], val, width, label="val")
     ax.set_xticks(list(xs), [r.variant for r in rows])
-    low = min(min(r.train_accuracy, r.val_accuracy) for r in rows)
+    low = min((v for v in train + val if not math.isnan(v)), default=0.0)
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
     ax.set_ylabel("accuracy after the last epoch")
     ax.legend(loc="upper left", ncol=2)

@@ -59,7 +59,7 @@ def load_for_prediction(path: str | Path) -> tuple[torch.Tensor, str]:
 
 @torch.no_grad()
 def predict(
-    members: Sequence[tuple[Model, Params, State]], paths: list[str | Path], classes: list[str]
+    members: Sequence[tuple[Model, Params, State]], paths: Sequence[str | Path], classes: list[str]
 ) -> list[Prediction]:
     """Eval-mode class probabilities for each image file, averaged over the members (an
     ensemble; one member is one model); an unreadable image gets `error`."""

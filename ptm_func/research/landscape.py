@@ -71,7 +71,7 @@ def loss_line(
     for alpha in alphas:
         params = retie(interpolate(start[0], end[0], alpha), model.aliases)
         state = retie(interpolate(start[1], end[1], alpha), model.aliases)
-        if recompute:
+        if recompute and stats_images is not None:  # None raised above
             state = recompute_running_stats(model, params, state, stats_images)
         evaluations = {name: evaluate_split(model, params, state, split) for name, split in splits.items()}
         points.append(LinePoint(float(alpha), evaluations))

@@ -14,7 +14,7 @@ from torch import Tensor
 from torch.func import grad_and_value, vmap
 
 from ptm_func.data.dataset import Split
-from ptm_func.nets.layers import Params, State
+from ptm_func.nets.layers import Params, State, tensor_sum
 from ptm_func.nets.models import retie
 from ptm_func.nets.registry import Model
 from ptm_func.research.evaluation import EVAL_BATCH, loss
@@ -38,7 +38,7 @@ def per_example_gradients(
 
 def gradient_norms(grads: Params) -> Tensor:
     """(N,) L2 norm of each example's whole gradient (all keys together)."""
-    return torch.sqrt(sum(g.flatten(1).pow(2).sum(dim=1) for g in grads.values()))
+    return torch.sqrt(tensor_sum(g.flatten(1).pow(2).sum(dim=1) for g in grads.values()))
 
 
 @dataclass

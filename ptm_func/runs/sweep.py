@@ -29,7 +29,7 @@ from ptm_func.files.resume import load_runs, resumable_position, save_runs
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.loop import fit
-from ptm_func.training.state import EpochStats, TrainState, member_state, stack_members
+from ptm_func.training.state import EpochStats, TrainState, member_state, per_member, stack_members
 
 # TrainConfig fields a sweep may vary -> their short names in member names (net-lr0.01-seed123)
 SWEEPABLE = {
@@ -227,7 +227,8 @@ class SweepRun:
         for r in range(len(todo)):
             facts = {}
             if result.train_accuracy is not None and not result.interrupted:
-                facts.update(train_accuracy=result.train_accuracy[r], val_accuracy=result.val_accuracy[r])
+                train, val = per_member(result.train_accuracy), per_member(result.val_accuracy or [])
+                facts.update(train_accuracy=train[r], val_accuracy=val[r])
             if r in result.diverged:
                 facts["diverged_in_epoch"] = result.diverged[r][0]
             done.append(facts)

@@ -12,7 +12,7 @@ from ptm_func.nets.registry import Model
 from ptm_func.training import tuning
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.distributed import World, data_parallel_step
-from ptm_func.training.fallback import FallbackStep
+from ptm_func.training.fallback import ComposedStep, FallbackStep
 from ptm_func.training.graphs import CarriedBuffersStep
 from ptm_func.training.members import member_loop, uses_vmap
 from ptm_func.training.step import make_gradients, make_step, make_update
@@ -104,9 +104,7 @@ def build_data_parallel_step(
     if will_compile(config, device, model.name):
         mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
         gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
-    step = data_parallel_step(gradients, update, world)
-    step.fallbacks = (gradients, update)  # where fallback_events finds what fell back
-    return step
+    return ComposedStep(data_parallel_step(gradients, update, world), (gradients, update))
 
 
 def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:

@@ -47,6 +47,17 @@ class FallbackStep:
                 log.warning("ptm: %s", event)
 
 
+class ComposedStep:
+    """A step built of other steps (members one after another, a rank's two compiled parts):
+    calls `call`; fallback_events looks inside `fallbacks` for what fell back."""
+
+    def __init__(self, call: Callable, fallbacks: tuple[Callable, ...]):
+        self.call, self.fallbacks = call, fallbacks
+
+    def __call__(self, *args, **kwargs):
+        return self.call(*args, **kwargs)
+
+
 def describe(err: BaseException, limit: int = 200) -> str:
     """`Type: first line of the message`, at most `limit` characters."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]

@@ -37,32 +37,40 @@ class CarriedBuffersStep:
         self._spec: pytree.TreeSpec | None = None
 
     def __call__(self, params, state, opt_state, *rest):
-        self._load((params, state, opt_state))
+        buffers = self._load((params, state, opt_state))
         torch.compiler.cudagraph_mark_step_begin()  # the previous replay's outputs are dead
-        *new, metrics = self.compiled(*self.buffers, *rest)
+        *new, metrics = self.compiled(*buffers, *rest)
         leaves, spec = pytree.tree_flatten(tuple(new))
         if spec != self._spec:  # keys in another order would pair the wrong tensors
             raise RuntimeError(f"the step returned {spec}, not the {self._spec} it was given")
-        torch._foreach_copy_(self._leaves, leaves)
-        return (*self.buffers, metrics)
+        _copy_all(self._leaves, leaves)
+        return (*buffers, metrics)
 
-    def _load(self, carried: tuple) -> None:
+    def _load(self, carried: tuple) -> tuple:
         """Make the buffers hold `carried`: they are the buffers already (the last step's
         results), are copied into them, or (first call, or other shapes) become new buffers."""
         leaves, spec = pytree.tree_flatten(carried)
-        if spec == self._spec and all(a is b for a, b in zip(leaves, self._leaves, strict=True)):
-            return
-        if spec == self._spec and all(
-            (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
-            for a, b in zip(leaves, self._leaves, strict=True)
-        ):
-            torch._foreach_copy_(self._leaves, leaves)
-            return
+        if self.buffers is not None and spec == self._spec:
+            if all(a is b for a, b in zip(leaves, self._leaves, strict=True)):
+                return self.buffers
+            if all(
+                (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device)
+                for a, b in zip(leaves, self._leaves, strict=True)
+            ):
+                _copy_all(self._leaves, leaves)
+                return self.buffers
         if not all(isinstance(leaf, Tensor) for leaf in leaves):
             raise TypeError("a CUDA-graphed step carries tensors only")
         self._leaves = [_static_clone(leaf) for leaf in leaves]
         self._spec = spec
-        self.buffers = pytree.tree_unflatten(self._leaves, spec)
+        buffers = pytree.tree_unflatten(self._leaves, spec)
+        self.buffers = buffers
+        return buffers
+
+
+def _copy_all(targets: list[Tensor], sources: list[Tensor]) -> None:
+    """targets[i].copy_(sources[i]) for all i, in one fused multi-tensor kernel where it can."""
+    torch._foreach_copy_(targets, sources)  # pyright: ignore[reportPrivateImportUsage] - no public name
 
 
 def _static_clone(t: Tensor) -> Tensor:

@@ -30,6 +30,8 @@ from ptm_func.training.state import (
     init_train_state,
     member_state,
     peak_memory,
+    per_member,
+    single,
     snapshot,
 )
 
@@ -130,8 +132,11 @@ def fit(
         running = (correct.double() / len(data.train)).tolist()
         seconds = time.perf_counter() - t0
         steps_run = run.n_batches - ts.step_in_epoch
-        zeros = _zeros(members, len(configs)), _zeros(members, len(configs), int)
-        ts = result.train_state = TrainState(params, state, opt_state, ts.epoch + 1, 0, *zeros)
+        k = len(configs)
+        no_loss: float | list[float] = [0.0] * k if members else 0.0
+        none_correct: int | list[int] = [0] * k if members else 0
+        ts = TrainState(params, state, opt_state, ts.epoch + 1, 0, no_loss, none_correct)
+        result.train_state = ts
         last_good = snapshot(ts)
         stats = _epoch_stats(run, ts, result, losses, running, seconds, steps_run)
         result.history.append(stats)
@@ -223,20 +228,24 @@ def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, step
     k = len(run.configs)
     images = min(steps_run * run.lead.batch_size, len(run.data.train))  # the last batch may be short
     samples_per_second = k * images / seconds
-    stats = EpochStats(ts.epoch, run.lead.epochs, losses, running, seconds, samples_per_second)
+    val = None
     if run.lead.validates_after(ts.epoch):
-        stats.val_accuracy = _validation(run.model, ts, run.data, run.configs, run.members, run.base_keys)
-    if run.members:
-        stats.members = {
-            "loss": losses,
-            "train_accuracy_running": running,
-            "val_accuracy": stats.val_accuracy or [None] * k,
-        }
-        finite = [r for r in range(k) if r not in result.diverged]
-        stats.loss = statistics.fmean(losses[r] for r in finite)
-        stats.train_accuracy_running = statistics.fmean(running[r] for r in finite)
-        vals = stats.val_accuracy
-        stats.val_accuracy = None if vals is None else statistics.fmean(vals[r] for r in finite)
+        val = _validation(run.model, ts, run.data, run.configs, run.members, run.base_keys)
+    if not run.members:
+        val = None if val is None else single(val)
+        return EpochStats(ts.epoch, run.lead.epochs, losses, running, seconds, samples_per_second, val)
+    vals = None if val is None else per_member(val)
+    finite = [r for r in range(k) if r not in result.diverged]
+    stats = EpochStats(
+        ts.epoch,
+        run.lead.epochs,
+        statistics.fmean(losses[r] for r in finite),
+        statistics.fmean(running[r] for r in finite),
+        seconds,
+        samples_per_second,
+        None if vals is None else statistics.fmean(vals[r] for r in finite),
+    )
+    stats.members = {"loss": losses, "train_accuracy_running": running, "val_accuracy": vals or [None] * k}
     return stats
 
 
@@ -248,10 +257,6 @@ def _finish(result: TrainResult, started: float, step: Callable, device: torch.d
     result.seconds = time.perf_counter() - started
     result.fallbacks = fallback_events(step)
     return result
-
-
-def _zeros(members: bool, k: int, kind=float):
-    return [kind(0)] * k if members else kind(0)
 
 
 def _note_divergence(result: TrainResult, loss_sum: Tensor, epoch: int, last_good: TrainState) -> bool:

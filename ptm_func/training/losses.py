@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from ptm_func.nets.layers import Params
+from ptm_func.nets.layers import Params, tensor_sum
 
 
 def cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -18,12 +18,12 @@ def l2_penalty(params: Params, l2_lambda: float) -> Tensor:
 
     Its gradient is 2 * l2_lambda * p: the same step as SGD weight_decay = 2 * l2_lambda.
     """
-    return l2_lambda * sum(p.pow(2).sum() for p in params.values())
+    return l2_lambda * tensor_sum(p.pow(2).sum() for p in params.values())
 
 
 def l1_penalty(params: Params, l1_lambda: float) -> Tensor:
     """`l1_lambda * sum(|p|.sum())` over every param."""
-    return l1_lambda * sum(p.abs().sum() for p in params.values())
+    return l1_lambda * tensor_sum(p.abs().sum() for p in params.values())
 
 
 def accuracy_count(logits: Tensor, labels: Tensor) -> Tensor:

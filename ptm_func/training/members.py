@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from ptm_func.training.config import TrainConfig
+from ptm_func.training.fallback import ComposedStep
 
 
 def uses_vmap(config: TrainConfig, device: torch.device) -> bool:
@@ -36,8 +37,7 @@ def member_loop(step: Callable) -> Callable:
             outs.append(step(*member, member_hyper, images[r], labels[r], keys[r]))
         return tuple(stack([out[i] for out in outs]) for i in range(4))
 
-    members_step.fallbacks = (step,)  # where fallback_events finds what fell back
-    return members_step
+    return ComposedStep(members_step, (step,))
 
 
 # Settings every member of one vmapped run shares (they shape the step or the loop).

@@ -67,7 +67,8 @@ class SGD:
     def update(self, grads: Params, state: SGDState, params: Params) -> tuple[Params, SGDState]:
         """Return `(new_params, new_state)`; the inputs are left untouched."""
         first = state.step == 0
-        new_params, new_buffers = {}, {}
+        new_params: Params = {}
+        new_buffers: Params = {}
         for k, p in params.items():
             g = -grads[k] if self.maximize else grads[k]
             # Plain mul/add, not torch.add(..., alpha=): torch 2.14's CPU inductor drops

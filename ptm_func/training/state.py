@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import Tensor
@@ -16,6 +16,22 @@ from ptm_func.training.config import TrainConfig
 from ptm_func.training.members import stack, unstack
 from ptm_func.training.optim import SGDState
 from ptm_func.training.step import drop_aliases
+
+V = TypeVar("V")
+
+
+def single(value: V | list[V]) -> V:
+    """One run's value of a field that K members hold as a list (TrainState, TrainResult)."""
+    if isinstance(value, list):
+        raise TypeError("a K-member list where one run's value was expected")
+    return value
+
+
+def per_member(value: V | list[V]) -> list[V]:
+    """The K members' list of such a field."""
+    if not isinstance(value, list):
+        raise TypeError("one run's value where a K-member list was expected")
+    return value
 
 
 @dataclass
@@ -29,7 +45,7 @@ class EpochStats:
     val_accuracy: float | None = None  # measured after this epoch (see TrainConfig.eval_every)
     # K members trained at once: each one's loss, train_accuracy_running and val_accuracy
     # (the fields above are their means)
-    members: dict[str, list[float | None]] | None = None
+    members: dict[str, Sequence[float | None]] | None = None
 
     def member(self, index: int) -> EpochStats:
         """Member `index`'s epoch, as its separate run would report it (time shared)."""
@@ -94,8 +110,8 @@ def stack_members(states: Sequence[TrainState]) -> TrainState:
         stack(opt_states),
         first.epoch,
         first.step_in_epoch,
-        [float(s.loss_sum) for s in states],
-        [int(s.correct) for s in states],
+        [float(single(s.loss_sum)) for s in states],
+        [int(single(s.correct)) for s in states],
     )
 
 
@@ -110,8 +126,8 @@ def member_state(ts: TrainState, index: int, config: TrainConfig) -> TrainState:
         opt_state,
         ts.epoch,
         ts.step_in_epoch,
-        ts.loss_sum[index],
-        ts.correct[index],
+        per_member(ts.loss_sum)[index],
+        per_member(ts.correct)[index],
     )
 
 
@@ -174,12 +190,16 @@ class TrainResult:
             out.update(
                 members=len(self.configs),
                 seeds=[c.seed for c in self.configs],
-                final_loss=self.history[-1].members["loss"] if self.history else None,
-                train_accuracy_mean_std=mean_std(self.train_accuracy),
-                val_accuracy_mean_std=mean_std(self.val_accuracy),
+                final_loss=(self.history[-1].members or {}).get("loss") if self.history else None,
+                train_accuracy_mean_std=mean_std(_listed(self.train_accuracy)),
+                val_accuracy_mean_std=mean_std(_listed(self.val_accuracy)),
                 peak_memory_bytes=self.peak_memory_bytes,
             )
         return out
+
+
+def _listed(value: float | list[float] | None) -> list[float] | None:
+    return None if value is None else per_member(value)
 
 
 def mean_std(values: list[float] | None) -> dict[str, float] | None:

@@ -25,6 +25,7 @@ import ctypes.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -107,7 +108,7 @@ def tune_allocator() -> bool:
     return ok
 
 
-def compile_options(device: torch.device, mode: str | None) -> dict[str, object] | None:
+def compile_options(device: torch.device, mode: str | None) -> dict[str, Any] | None:
     """Inductor options for a step compiled in `mode` (torch.compile takes a mode or options)."""
     if device.type == "cpu" and mode in (None, "default"):
         return {"cpp.use_decompose_tanh": True}
