@@ -152,3 +152,55 @@ def test_resuming_a_path_that_never_existed_says_only_that(tmp_path):
     with pytest.raises(CheckpointError) as err:
         ptm_func.run_training("net", resume=tmp_path / "absent.safetensors", reporter=ptm_func.Silent())
     assert str(err.value) == f"no checkpoint at {tmp_path / 'absent.safetensors'}"
+
+
+def test_a_run_started_while_a_sweep_loads_its_data_is_refused(image_folder, tmp_path, monkeypatch):
+    """Issue 28 (1): the sweep holds its folder (sweep.lock) but has not described it (sweep.json)
+    yet. Its loader waits here until the run has tried, so no timing is guessed."""
+    import threading
+
+    import ptm_func.runs.sweep_run as sweep_run
+
+    loading, go_on = threading.Event(), threading.Event()
+    real_load = sweep_run.load_dataset
+
+    def waiting_load(*args, **kwargs):
+        loading.set()
+        assert go_on.wait(timeout=120)
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(sweep_run, "load_dataset", waiting_load)
+    folder, outcome = tmp_path / "S2", {}
+
+    def sweep():
+        outcome["report"] = ptm_func.run_sweep(
+            "net", grid={"lr": [0.01, 0.02]}, out=folder, data=image_folder, reporter=ptm_func.Silent(), **TINY
+        )
+
+    thread = threading.Thread(target=sweep)
+    thread.start()
+    try:
+        assert loading.wait(timeout=120)
+        assert (folder / "sweep.lock").exists() and not (folder / "sweep.json").exists()
+        member = folder / "net-lr0.01-seed123.safetensors"
+        with pytest.raises(OutputInUse, match=f"{folder} is being written by pid {os.getpid()}"):
+            ptm_func.run_training("net", data=image_folder, out=member, reporter=ptm_func.Silent(), **TINY)
+        assert not member.with_name("net-lr0.01-seed123.metrics.jsonl").exists()
+    finally:
+        go_on.set()
+        thread.join(timeout=300)
+    assert "report" in outcome  # the sweep went on and trained its member
+    lines = read_metrics(folder / "net-lr0.01-seed123.metrics.jsonl")
+    assert [line["epoch"] for line in lines] == list(range(1, TINY["epochs"] + 1))
+
+
+def test_a_member_locked_before_the_sweep_took_its_folder_takes_the_folder_too(tmp_path):
+    """The other order: a run held the member, then a sweep began; the run's look after its lock
+    sees the sweep and refuses (the sweep, for its part, refuses a folder holding files)."""
+    folder = tmp_path / "S3"
+    member = folder / "net-lr0.01-seed123.safetensors"
+    folder.mkdir()
+    (folder / "sweep.lock").write_text("")  # a sweep's lock file, not held: a stale one is taken over
+    with owned(member):
+        assert lock_path(folder).exists()  # the run holds the folder as well
+    assert not lock_path(folder).exists() and not lock_path(member).exists()

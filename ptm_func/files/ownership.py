@@ -50,9 +50,17 @@ def holder(lock: Path) -> str:
 @contextlib.contextmanager
 def owned(output: Path) -> Iterator[Path]:
     """Hold `output` for this process; OutputInUse (naming the holder) if another holds it.
-    A checkpoint in a sweep's folder holds the folder too: the sweep writes its members."""
+
+    A checkpoint in a sweep's folder holds the folder too: the sweep writes its members. A
+    folder is a sweep's from the moment its lock is taken (sweep.lock), not only once it is
+    described (sweep.json, written after the data loads). It is looked at again once the
+    checkpoint is held: a sweep that took the folder in between either sees this checkpoint's
+    lock file (and refuses a folder holding files) or is seen here.
+    """
     with contextlib.ExitStack() as held:
-        if output.suffix == ".safetensors" and (output.parent / SPEC_NAME).exists():
+        checkpoint = output.suffix == ".safetensors"
+        folder_held = checkpoint and _is_sweep_folder(output.parent)
+        if folder_held:
             held.enter_context(owned(output.parent))
         lock = _take(output)
         if lock is None:
@@ -61,7 +69,14 @@ def owned(output: Path) -> Iterator[Path]:
                 "wait for it to finish, or give another --out"
             )
         held.callback(_release, lock, output)
+        if checkpoint and not folder_held and _is_sweep_folder(output.parent):
+            held.enter_context(owned(output.parent))
         yield output
+
+
+def _is_sweep_folder(folder: Path) -> bool:
+    """Is `folder` a sweep's, or being made one (its lock taken, its description not yet written)?"""
+    return (folder / SPEC_NAME).exists() or (folder / SWEEP_LOCK).exists()
 
 
 @contextlib.contextmanager
