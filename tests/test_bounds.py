@@ -78,3 +78,23 @@ def test_images_per_second_count_the_images_not_the_batch_size():
     model, config = book_setup("net", epochs=1, batch_size=10**8, compile=False)
     stats = fit(model, Dataset(split, split, ("a", "b"), "random"), config).history[0]
     assert stats.samples_per_second * stats.seconds == pytest.approx(40)
+
+
+def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it_with_a_note(image_folder, tmp_path):
+    """Issue 28 (5): --batch-size 10**12 used to allocate arange(10**12) after writing the record."""
+    from safetensors.torch import load_file
+
+    data = ["--data", image_folder, "--classes", "airplane,bird", "--device", "cpu", "--epochs", "2"]
+    huge = invoke(
+        "train", "net", *data, "--batch-size", "1000000000000", "--out", tmp_path / "huge.safetensors"
+    )
+    assert huge.exit_code == 0, huge.output
+    assert "batch size 1,000,000,000,000 is larger than the 80 training images" in huge.output
+    whole = invoke("train", "net", *data, "--batch-size", "80", "--out", tmp_path / "whole.safetensors")
+    assert whole.exit_code == 0 and "is larger than" not in whole.output, whole.output
+    a, b = load_file(tmp_path / "huge.safetensors"), load_file(tmp_path / "whole.safetensors")
+    assert all(a[k].equal(b[k]) for k in b)  # the same steps, bit for bit
+    sweep = invoke(
+        "sweep", "net", *data, "--lr", "0.1,0.2", "--batch-size", "1000000", "--out", tmp_path / "s"
+    )
+    assert sweep.exit_code == 0 and "each epoch is one batch of all of them" in sweep.output, sweep.output

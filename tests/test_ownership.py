@@ -174,7 +174,12 @@ def test_a_run_started_while_a_sweep_loads_its_data_is_refused(image_folder, tmp
 
     def sweep():
         outcome["report"] = ptm_func.run_sweep(
-            "net", grid={"lr": [0.01, 0.02]}, out=folder, data=image_folder, reporter=ptm_func.Silent(), **TINY
+            "net",
+            grid={"lr": [0.01, 0.02]},
+            out=folder,
+            data=image_folder,
+            reporter=ptm_func.Silent(),
+            **TINY,
         )
 
     thread = threading.Thread(target=sweep)

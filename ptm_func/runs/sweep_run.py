@@ -39,7 +39,14 @@ from ptm_func.training.compiling import will_compile
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, barrier, join, leave
-from ptm_func.training.limits import MAX_MEMBERS, PLAN_BYTES_PER_MEMBER, check_step_fits, free_disk, gib
+from ptm_func.training.limits import (
+    MAX_MEMBERS,
+    PLAN_BYTES_PER_MEMBER,
+    batch_for,
+    check_step_fits,
+    free_disk,
+    gib,
+)
 from ptm_func.training.members import uses_vmap
 
 CHART_NAME = "sweep.png"
@@ -172,8 +179,11 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         if main:
             sweep.write_spec(plan.folder, plan.spec)
     lead, chunk = plan.members[0].config, min(plan.chunk, len(plan.members))
+    batch, note = batch_for(lead.batch_size, len(dataset.train))
+    if note and main:
+        reporter.note(note)
     check_step_fits(
-        plan.net, min(lead.batch_size, len(dataset.train)), chunk, dev, f"a chunk of {chunk} members",
+        plan.net, batch, chunk, dev, f"a chunk of {chunk} members",
         together=uses_vmap(lead, dev),
     )  # fmt: skip
     _announce(plan, dataset, dev, reporter)

@@ -38,7 +38,7 @@ from ptm_func.training.compiling import will_compile
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, join, leave
-from ptm_func.training.limits import check_step_fits
+from ptm_func.training.limits import batch_for, check_step_fits
 from ptm_func.training.loop import fit
 from ptm_func.training.state import EpochStats, TrainResult, TrainState
 
@@ -158,7 +158,9 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
         atomic.check_writable(plan.out, checkpoint_bytes(plan.net))
         atomic.remove_stale_temps(plan.out)
     dataset = _load_data(plan, reporter)
-    batch = min(plan.config.batch_size, len(dataset.train))
+    batch, note = batch_for(plan.config.batch_size, len(dataset.train))
+    if note and main:
+        reporter.note(note)
     check_step_fits(plan.net, batch, 1, plan.device, f"a step on batches of {batch}")
     facts = {
         "variant": variant,

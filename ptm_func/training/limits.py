@@ -99,3 +99,14 @@ def cpu_count() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         return os.cpu_count() or 1
+
+
+def batch_for(batch_size: int, n_images: int) -> tuple[int, str | None]:
+    """The batch a step really takes (at most the data: an epoch is then one batch of all of it,
+    as the book's DataLoader would give) and the note that says so when it is smaller."""
+    if batch_size <= n_images:
+        return batch_size, None
+    return n_images, (
+        f"batch size {batch_size:,} is larger than the {n_images:,} training images: "
+        "each epoch is one batch of all of them"
+    )

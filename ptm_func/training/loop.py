@@ -190,7 +190,7 @@ def _train_epoch(run: _Epochs, ts: TrainState) -> tuple:
     # reproducible, and a sample's dropout mask does not depend on how the batch is split
     steps = torch.arange(n_batches, device=device) + ts.epoch * n_batches
     step_keys = rng.fold_in(run.base_keys.unsqueeze(-1), steps)  # (n_batches,) or (K, n_batches)
-    positions = torch.arange(lead.batch_size, device=device)
+    positions = torch.arange(min(lead.batch_size, n), device=device)  # a batch is at most the data
     keys = rng.fold_in(step_keys.unsqueeze(-1), positions)  # (n_batches, B) or (K, n_batches, B)
     loss_sum = torch.tensor(ts.loss_sum, dtype=torch.float32, device=device)
     correct = torch.tensor(ts.correct, dtype=torch.int64, device=device)
