@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ptm_func.errors import SettingsError
+from ptm_func.runs.arguments import whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.sweep import read_spec
 from ptm_func.runs.sweep_run import SweepReport, run_sweep
@@ -54,6 +55,7 @@ def run_replicas(
     """Train seeds seed .. seed+K-1 of `variant` into a sweep folder (`out`, default
     runs/sweep-VARIANT), or continue the one `resume` names; `options` are run_sweep's (data,
     classes, device, checkpoint_every, stop_on_signals) and the settings of every replica."""
+    whole("replicas", replicas)
     if out is not None and Path(out).suffix == ".safetensors":
         raise SettingsError(
             f"--replicas writes a folder of {replicas} checkpoints: give --out a folder, got {out}"

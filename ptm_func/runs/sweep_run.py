@@ -32,6 +32,7 @@ from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
+from ptm_func.runs.arguments import check_common, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
@@ -116,6 +117,12 @@ def run_sweep(
     "mlflow") mirrors every member's record, MLflow's runs nested in one for the sweep. Raises
     SettingsError for a grid or settings that cannot run, before any work.
     """
+    check_common(
+        out=out, resume=resume, data=data, classes=classes, device=device, checkpoint_every=checkpoint_every,
+        reporter=reporter, stop_on_signals=stop_on_signals, track=track,
+    )  # fmt: skip
+    for name, value in (("seeds", seeds), ("seed", seed), ("chunk", chunk)):
+        whole(name, value)
     reporter = reporter or Reporter()
     if checkpoint_every < 0:
         raise SettingsError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")

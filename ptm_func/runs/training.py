@@ -30,6 +30,7 @@ from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.files.tracking import Tracking, check_trackers
 from ptm_func.nets.registry import Model
+from ptm_func.runs.arguments import check_common, flag, whole
 from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
@@ -114,6 +115,13 @@ def run_training(
     record into trackers ("tensorboard", "mlflow": files/tracking.py; rank 0 only). Raises
     SettingsError for settings that cannot run, before any work.
     """
+    check_common(
+        out=out, resume=resume, data=data, classes=classes, device=device, checkpoint_every=checkpoint_every,
+        reporter=reporter, stop_on_signals=stop_on_signals, track=track,
+    )  # fmt: skip
+    whole("replicas", replicas)
+    flag("force", force)
+    flag("book_quirks", book_quirks)
     reporter = reporter or Reporter()
     _check_request(out, checkpoint_every, replicas, resume, world, book_quirks)
     track = check_trackers(track)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from numbers import Integral, Real
 from typing import Any
 
 import torch
@@ -49,6 +50,7 @@ class TrainConfig:
     augment: tuple[str, ...] = ()
 
     def __post_init__(self):
+        self._check_types()
         if isinstance(self.augment, str) or not isinstance(self.augment, (list, tuple)):
             raise ValueError(f"augment must be a list of names, got {self.augment!r}")
         object.__setattr__(self, "augment", check_augmentations(self.augment))  # a JSON list, too
@@ -71,6 +73,29 @@ class TrainConfig:
             raise ValueError(
                 f"eval_every must be >= 0 (0: validate after the last epoch only), got {self.eval_every}"
             )
+
+    def _check_types(self) -> None:
+        """Each field of its type (a bool is not a number, 2.5 epochs are not whole); numpy's
+        numbers become Python's, so the config records as JSON."""
+        for name in ("epochs", "batch_size", "seed", "eval_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Integral):
+                raise ValueError(f"{name} must be a whole number, got {value!r} ({type(value).__name__})")
+            object.__setattr__(self, name, int(value))
+        for name in HYPER_KEYS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, Real):
+                raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            if not isinstance(value, (int, float)):
+                object.__setattr__(self, name, float(value))
+        for name in ("nesterov", "shuffle", "eval_train_mode", "compile", "members_vmap", "channels_last"):
+            value = getattr(self, name)
+            optional = name in ("compile", "members_vmap", "channels_last")
+            if not isinstance(value, bool) and not (optional and value is None):
+                allowed = "True, False or None" if optional else "True or False"
+                raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
+        if self.compile_mode is not None and not isinstance(self.compile_mode, str):
+            raise ValueError(f"compile_mode must be a torch.compile mode name, got {self.compile_mode!r}")
 
     def validates_after(self, epoch: int) -> bool:
         """Is the val accuracy measured after `epoch` (1-based)? Every eval_every, and the last."""
