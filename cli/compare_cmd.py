@@ -87,7 +87,9 @@ def _train_all(plans, dataset, tracking, tracking_dir: Path) -> tuple[list, bool
     rows = []
     if tracking:
         typer.echo(tracking.describe(f"{tracking_dir}/VARIANT", logdir=tracking_dir), err=True)
-    group = tracking.group("compare", {"models": [name for name, _ in plans], "data": dataset.source})
+    group = tracking.group(
+        "compare", {"models": [name for name, _ in plans], "data": dataset.source}, tracking_dir
+    )
     try:
         for name, options in plans:
             progress = TrainingProgress()

@@ -364,6 +364,7 @@ def test_under_nproc_rank_0_alone_tracks_and_mirrors_the_other_ranks_members(sma
         assert runs[name].data.tags["mlflow.parentRunId"] == runs["two"].info.run_id
         assert history(runs[name]) == [1] and runs[name].info.status == "FINISHED"
         assert steps(events(folder / f"{name}.tb"), "loss") == [1]
+        assert "ptm.resumed_at_epoch" not in runs[name].data.tags  # mirrored, never resumed (28, 7)
 
 
 def test_how_a_run_ended_from_its_record():
@@ -371,3 +372,81 @@ def test_how_a_run_ended_from_its_record():
     assert run_status({"val_accuracy": None, "diverged_in_epoch": 3}) == "FAILED"  # NaN loss
     assert run_status({"interrupted_at": {"epoch": 2, "step": 5}, "val_accuracy": None}) == "KILLED"
     assert run_status({"epochs_done": 2}) == "KILLED"  # a sweep member stopped by Ctrl-C
+
+
+@pytest.mark.parametrize("fail_from_write", [1, 4])  # at the folder's first event, or mid-run
+def test_a_tensorboard_writer_thread_that_fails_prints_one_note_not_a_traceback(
+    fail_from_write, image_folder, tmp_path
+):
+    """Issue 28 (2): TensorBoard's writer thread raised ENOSPC (a full disk) or EACCES (a folder
+    it may not write) and Python printed its traceback before the one note."""
+    script = f"""
+import sys
+from tensorboard.summary.writer.record_writer import RecordWriter
+calls = []
+def write(self, data):
+    calls.append(1)
+    if len(calls) >= {fail_from_write}:
+        raise OSError(28, "No space left on device")
+RecordWriter.write = write
+from cli.entry import main
+sys.argv = ["ptm", *sys.argv[1:]]
+main()
+"""
+    args = ["train", "net", "--epochs", "3", "--track", "tensorboard", "--data", str(image_folder),
+            "--classes", "airplane,bird", "--device", "cpu", "--batch-size", "16",
+            "--out", "t.safetensors"]  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=300,
+                          cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr and "Exception in thread" not in done.stderr, done.stderr
+    notes = [line for line in done.stderr.splitlines() if "--track tensorboard" in line and "failed" in line]
+    assert len(notes) == 1 and "No space left on device" in notes[0], done.stderr
+    assert [line["epoch"] for line in read_metrics(tmp_path / "t.metrics.jsonl")] == [1, 2, 3]
+
+
+class StopAtOnce(Heard):
+    def epoch(self, stats) -> None:
+        super().epoch(stats)
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def kill_9_after_first_save(args: list[str], saved: Path, cwd: Path) -> None:
+    """Run `ptm ARGS` and kill it with -9 once `saved` (a training-state file) exists."""
+    child = subprocess.Popen([sys.executable, "-c", "from cli.entry import main; main()", *args], cwd=cwd,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 240
+        while not saved.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert child.poll() is None, "the run ended before it could be killed"
+    finally:
+        child.kill()
+        child.wait(timeout=60)
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_after_kill_9_resuming_ends_the_killed_mlflow_runs_as_killed(sweep, small, tmp_path):
+    """Issue 28 (3): the runs a kill -9 left RUNNING (a single run; a sweep's parent and nested
+    runs) used to stay RUNNING forever; the resume ends them, found by the output they wrote."""
+    data = ["--data", str(small["data"]), "--classes", "airplane,bird", "--device", "cpu"]
+    common = [*data, "--batch-size", "16", "--epochs", "400", "--no-compile", "--checkpoint-every", "1",
+              "--track", "mlflow"]  # fmt: skip
+    if sweep:
+        kill_9_after_first_save(["sweep", "net", "--lr", "0.1,0.2", "--out", "S", *common],
+                                tmp_path / "S" / "net-lr0.2-seed123.train.safetensors", tmp_path)  # fmt: skip
+        names = ["S", "net-lr0.1-seed123", "net-lr0.2-seed123"]
+    else:
+        kill_9_after_first_save(["train", "net", "--out", "k.safetensors", *common],
+                                tmp_path / "k.train.safetensors", tmp_path)  # fmt: skip
+        names = ["k"]
+    orphans = mlflow_runs()
+    assert [orphans[name].info.status for name in names] == ["RUNNING"] * len(names)
+    if sweep:  # as planned: 400 epochs; stopped after its next one, as Ctrl-C would
+        run_sweep(resume=tmp_path / "S", reporter=StopAtOnce(), stop_on_signals=True, track="mlflow")
+    else:
+        run_training("net", resume=tmp_path / "k.safetensors", epochs=3, track="mlflow", reporter=Heard())
+    for name in names:
+        killed, resumed = mlflow_runs()[name]
+        assert killed.info.status == "KILLED", name
+        assert resumed.info.status in ("FINISHED", "KILLED") and resumed.info.end_time, name

@@ -14,6 +14,7 @@ import logging
 import math
 import os
 import socket
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -79,7 +80,7 @@ class Tracker:
     def where(self, events: str, logdir: str) -> str:
         return self.name
 
-    def open_group(self, name: str, values: dict[str, Any]) -> Any:
+    def open_group(self, name: str, values: dict[str, Any], output: Path) -> Any:
         return None
 
     # what each library implements: a run's handle, its epochs, its end
@@ -94,6 +95,25 @@ class Tracker:
 
     def finish_group(self, handle: Any, status: str, files: list[Path]) -> None:
         pass
+
+
+class _QuietWriterThreads:
+    """threading.excepthook, less TensorBoard's writer threads. Such a thread keeps its exception
+    (a full disk, a folder it may not write) for the thread that writes next, where the tracker
+    says it in one line; Python would also print it, with a traceback, from the thread itself."""
+
+    def __init__(self, previous: Callable[[Any], object]):
+        self.previous = previous
+
+    def __call__(self, args: Any) -> None:
+        if type(args.thread).__module__.startswith("tensorboard."):
+            return
+        self.previous(args)
+
+    @classmethod
+    def install(cls) -> None:
+        if not isinstance(threading.excepthook, cls):
+            threading.excepthook = cls(threading.excepthook)
 
 
 class _TensorBoardRun:  # a writer and what finish needs
@@ -114,6 +134,7 @@ class _TensorBoard(Tracker):
             raise TrackerUnavailable(needs(self.name, f"a working tensorboard ({short(err)})")) from None
         self.writer_class = SummaryWriter
         self.writers: list[Any] = []
+        _QuietWriterThreads.install()
 
     def where(self, events: str, logdir: str) -> str:
         return f"tensorboard ({events}; view: tensorboard --logdir {logdir})"
@@ -204,6 +225,7 @@ class _MLflow(Tracker):
 
     def _start(self, name: str, values: dict[str, Any], tags: dict[str, str]) -> str:
         client = self._client()
+        self._end_orphans(tags[OUTPUT_TAG])
         run_id = client.create_run(self.experiment, run_name=name, tags=tags).info.run_id
         self.running.add(run_id)
         plain = [self.param(k, str(v)[:6000]) for k, v in values.items()]
@@ -211,11 +233,23 @@ class _MLflow(Tracker):
             client.log_batch(run_id, params=plain[i : i + 100])
         return run_id
 
-    def open_group(self, name: str, values: dict[str, Any]) -> str:
-        return self._start(name, values, {"ptm.kind": "group"})
+    def _end_orphans(self, output: str) -> None:
+        """End as KILLED the runs of `output` still RUNNING: a process killed with -9 could not
+        end them, and the lock this process holds on `output` says no other one is writing it."""
+        if "'" in output:  # not expressible in MLflow's filter syntax: left as they are
+            return
+        found = self.client.search_runs(
+            [self.experiment],
+            filter_string=f"tags.`{OUTPUT_TAG}` = '{output}' and attributes.status = 'RUNNING'",
+        )
+        for run in found:
+            self.client.set_terminated(run.info.run_id, KILLED)
+
+    def open_group(self, name: str, values: dict[str, Any], output: Path) -> str:
+        return self._start(name, values, {"ptm.kind": "group", OUTPUT_TAG: str(output.resolve())})
 
     def open(self, name, info, tb_dir, at_epoch: int, history, parent) -> _MLflowRun:
-        tags = {"ptm.variant": str(info.get("variant", ""))}
+        tags = {"ptm.variant": str(info.get("variant", "")), OUTPUT_TAG: str(Path(tb_dir).resolve())}
         if parent is not None:
             tags["mlflow.parentRunId"] = parent
         if at_epoch:
@@ -274,6 +308,9 @@ class _MLflow(Tracker):
             with contextlib.suppress(Exception):
                 self.client.set_terminated(run_id, KILLED)
         self.running.clear()
+
+
+OUTPUT_TAG = "ptm.output"  # an MLflow run's files: a run's NAME.tb path, a sweep's folder
 
 
 KINDS: dict[str, type[Tracker]] = {"tensorboard": _TensorBoard, "mlflow": _MLflow}

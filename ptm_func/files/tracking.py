@@ -136,14 +136,15 @@ class Tracking:
                 handles.append((tracker, opened))
         return TrackedRun(name, handles)
 
-    def group(self, name: str, values: dict[str, Any]) -> Tracking:
-        """A parent run `name` with `values` as params (MLflow; TensorBoard groups by folder):
-        the returned Tracking's runs nest under it, and its `finish` ends it."""
+    def group(self, name: str, values: dict[str, Any], output: Path) -> Tracking:
+        """A parent run `name` with `values` as params (MLflow; TensorBoard groups by folder),
+        writing the folder `output`: the returned Tracking's runs nest under it, and its
+        `finish` ends it."""
         child = Tracking(warn=self.warn)
         child.trackers = self.trackers
         flat = {k: plain(v) for k, v in values.items()}
         for tracker in self.trackers:
-            opened = tracker.call(f"starting {name}", tracker.open_group, name, flat)
+            opened = tracker.call(f"starting {name}", tracker.open_group, name, flat, output)
             if opened is not None:
                 child.parent[tracker] = opened
         return child
@@ -167,8 +168,8 @@ class Tracking:
         except (OSError, ValueError) as err:
             self.warn(f"--track: cannot read the record of {checkpoint} ({short(err)}); it is not tracked")
             return
-        at = lines[-1]["epoch"] if lines else 0
-        run = self.mirror(checkpoint, info, at_epoch=at, history=lines, replay=True)
+        # from epoch 0: the record's every line is mirrored, and the run did not resume
+        run = self.mirror(checkpoint, info, at_epoch=0, history=lines, replay=True)
         run.finish(info.get("result") or {}, [checkpoint, metrics_path(checkpoint), run_path(checkpoint)])
 
 

@@ -194,7 +194,7 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         together=uses_vmap(lead, dev),
     )  # fmt: skip
     _announce(plan, dataset, dev, reporter)
-    plan.tracking = plan.tracking.group(plan.folder.name, _tracked_values(plan))
+    plan.tracking = plan.tracking.group(plan.folder.name, _tracked_values(plan), plan.folder)
     stop = StopOnSignal(reporter.message, patient=world is not None)
     with stop.installed() if stop_on_signals else contextlib.nullcontext():
         outcome = _train(plan, dataset, dev, checkpoint_every, reporter, stop, world)
