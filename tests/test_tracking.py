@@ -450,3 +450,18 @@ def test_after_kill_9_resuming_ends_the_killed_mlflow_runs_as_killed(sweep, smal
         killed, resumed = mlflow_runs()[name]
         assert killed.info.status == "KILLED", name
         assert resumed.info.status in ("FINISHED", "KILLED") and resumed.info.end_time, name
+
+
+@pytest.mark.parametrize("where", ["missing/m.db", "a-file/m.db"])
+def test_an_mlflow_store_that_cannot_be_opened_is_one_note_at_once(where, small, tmp_path, monkeypatch):
+    """Issue 28 (4): a store in a folder that is missing (or read-only, or a file) used to cost
+    36 lines of MLflow's retry warnings and ~100 s before the note."""
+    (tmp_path / "a-file").write_text("not a folder")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / where}")
+    heard, started = Heard(), time.monotonic()
+    outcome = run_training(
+        "net", epochs=2, out=tmp_path / "m.safetensors", track="mlflow", reporter=heard, **small
+    )
+    assert time.monotonic() - started < 60 and outcome.result.val_accuracy is not None
+    assert len(heard.notes("mlflow")) == 1 and "unable to open database file" in heard.notes("mlflow")[0]
+    assert not any(line.startswith("tracking:") for line in heard.lines)  # nothing is tracked

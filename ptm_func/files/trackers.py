@@ -211,6 +211,8 @@ class _MLflow(Tracker):
             for key, value in MLFLOW_HTTP.items():
                 os.environ.setdefault(key, value)
             self.call(f"reaching {self.uri}", _reach, self.uri)
+        if scheme == "sqlite":
+            self.call(f"opening {self.uri}", _open_sqlite, self.uri)
         atexit.register(self._end_running)
 
     def where(self, events: str, logdir: str) -> str:
@@ -332,6 +334,24 @@ def _reach(uri: str) -> None:
     port = parts.port or (443 if parts.scheme == "https" else 80)
     with socket.create_connection((parts.hostname, port), timeout=5):
         pass
+
+
+def _open_sqlite(uri: str) -> None:
+    """Open the sqlite store once and take its write lock (then let go): a folder that is missing,
+    read-only or a file is one line now, not MLflow's minutes of retried operations later."""
+    import sqlite3
+
+    path = uri.split(":///", 1)[1] if ":///" in uri else ""
+    if path in ("", ":memory:"):
+        return
+    connection = sqlite3.connect(f"file:{path}?mode=rwc", uri=True, timeout=5)
+    try:
+        connection.execute("BEGIN IMMEDIATE")
+        version = connection.execute("PRAGMA user_version").fetchone()[0]
+        connection.execute(f"PRAGMA user_version = {int(version)}")  # a write: the folder must take a journal
+        connection.rollback()
+    finally:
+        connection.close()
 
 
 def needs(name: str, what: str) -> str:

@@ -102,12 +102,13 @@ class Tracking:
         self.opened: set[str] = set()  # the runs started here, by name
 
     def __bool__(self) -> bool:
-        return bool(self.trackers)
+        """Does a tracker work? (One that failed at its start has said so, and is quiet.)"""
+        return any(not tracker.broken for tracker in self.trackers)
 
     def describe(self, events: str = "NAME.tb beside each checkpoint", logdir: str | Path = "runs") -> str:
         """`tracking: tensorboard (NAME.tb beside each checkpoint; view: tensorboard --logdir
         LOGDIR), mlflow (sqlite:///...; view: mlflow ui)`"""
-        return "tracking: " + ", ".join(t.where(events, str(logdir)) for t in self.trackers)
+        return "tracking: " + ", ".join(t.where(events, str(logdir)) for t in self.trackers if not t.broken)
 
     def mirror(self, checkpoint: str | Path, info: dict[str, Any], **kwargs: Any) -> TrackedRun:
         """The run of `checkpoint`'s record: named after it, its TensorBoard events in NAME.tb."""
