@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from dataclasses import asdict
@@ -33,7 +34,9 @@ def compare(
     augment: str | None = Augment,
     track: str | None = Track,
     json_out: Path = typer.Option(
-        Path("runs/compare.json"), "--json-out", help="Where the table goes as JSON."
+        Path("runs/compare.json"),
+        "--json-out",
+        help="Where the table goes as JSON (a .json file; NAME.lock beside it while it runs).",
     ),
     chart: Path = typer.Option(
         Path("runs/compare.png"),
@@ -48,9 +51,10 @@ def compare(
 
     Example: ptm compare net width l2 --epochs 20
     """
-    with friendly_errors():
+    with contextlib.ExitStack() as held, friendly_errors():
         from ptm_func.data.sources import load_dataset
         from ptm_func.files.atomic import check_writable
+        from ptm_func.files.ownership import owned
         from ptm_func.files.tracking import open_tracking
         from ptm_func.reports.compare import plan_comparison
         from ptm_func.training.devices import resolve_device
@@ -64,10 +68,13 @@ def compare(
             raise UsageError(f"--chart must name a .png file, got {chart}")
         for path in (json_out, chart, curves):
             check_writable(path, 1 << 20)
+        if json_out.suffix != ".json":
+            raise UsageError(f"--json-out must name a .json file, got {json_out}")
+        # one comparison at a time writes its table, charts and events (runs/compare.lock)
+        held.enter_context(owned(json_out, option="--json-out"))
         dev = resolve_device(device)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
         rows, interrupted = _train_all(plans, dataset, tracking, json_out.with_suffix(".tb"))
-    with friendly_errors():
         failed = _report(rows, dataset, overrides, plans, json_out, chart, curves)
     if interrupted:
         typer.echo(f"ptm: interrupted; the table holds the {len(rows)} variants that finished", err=True)

@@ -14,6 +14,18 @@ from .errors import UsageError, friendly_errors
 from .options import MODEL_HELP, Device, NBlocks, NChans1, NClasses, Tied, build_model, note, optional
 
 
+def _folder_hint(folder: Path) -> str:
+    """What to pass instead of a folder: one of the checkpoints it holds, when it holds some."""
+    found = sorted(p for p in folder.glob("*.safetensors") if not p.name.endswith(".train.safetensors"))
+    if not found:
+        return f"{printable(folder)} is a folder: give a model name or a .safetensors checkpoint"
+    kind = "a sweep's folder" if (folder / "sweep.json").exists() else "a folder"
+    return (
+        f"{printable(folder)} is {kind} of {len(found)} checkpoints: give one, e.g. "
+        f"ptm info {printable(found[0])} (ptm plot {printable(folder)}/*.safetensors draws them all)"
+    )
+
+
 def info(
     target: str = typer.Argument(..., help=MODEL_HELP + " Or a .safetensors checkpoint."),
     n_chans1: int | None = NChans1,
@@ -42,6 +54,8 @@ def info(
 
     with friendly_errors():
         training = None
+        if Path(target).is_dir():
+            raise UsageError(_folder_hint(Path(target)))
         if target.endswith(".safetensors") or Path(target).is_file():
             ckpt = load_checkpoint(target)
             model, training = ckpt.model, ckpt.training

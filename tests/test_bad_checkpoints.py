@@ -119,3 +119,22 @@ def test_an_ensemble_with_a_nan_member_refuses_instead_of_predicting_class_0():
     bad = ({k: torch.full_like(v, float("nan")) for k, v in good[0].items()}, good[1])
     with pytest.raises(ValueError, match="member 1 of 2 gives NaN"):
         ensemble_probabilities([(net, *good), (net, *bad)], torch.randn(4, 3, 32, 32))
+
+
+@pytest.mark.parametrize("command", ["eval", "predict", "info"])
+def test_a_checkpoint_whose_outputs_and_class_names_differ_is_refused(command, image_folder, tmp_path):
+    """Issue 28 (7): 3 outputs and 2 class names: eval refused it, predict answered "class 2"."""
+    net = get_model("net", n_classes=3)
+    params, state = net.init(0)
+    training = {"classes": BIRDS, "data": str(image_folder), "config": {"seed": 0}}
+    path = save_checkpoint(tmp_path / "crafted.safetensors", net, params, state, training)
+    image = next((image_folder / "test" / "bird").iterdir())
+    args = {
+        "eval": [path, "--data", image_folder, "--device", "cpu"],
+        "predict": [path, image],
+        "info": [path],
+    }
+    result = invoke(command, *args[command])
+    assert result.exit_code != 0
+    line = one_error_line(result.output)
+    assert "its model has 3 outputs but it names 2 classes (airplane, bird)" in line

@@ -98,3 +98,36 @@ def test_a_batch_larger_than_the_data_is_one_batch_of_all_of_it_with_a_note(imag
         "sweep", "net", *data, "--lr", "0.1,0.2", "--batch-size", "1000000", "--out", tmp_path / "s"
     )
     assert sweep.exit_code == 0 and "each epoch is one batch of all of them" in sweep.output, sweep.output
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "net", "--classes", "airplane,airplane"], "classes repeat: ['airplane', 'airplane']"),
+        (["train", "net", "--classes", "airplane"], "need at least two classes, got ['airplane']"),
+        (["sweep", "net", "--lr", "0.1,0.2", "--classes", "bird,bird"], "classes repeat"),
+        (["train", "net", "--augment", "flip,flip"], "augmentation 'flip' given twice"),
+        (["sweep", "net", "--lr", "0.1,0.2", "--augment", "none,crop"], "'none' means no augmentation"),
+    ],
+)
+def test_usage_errors_that_need_no_data_come_before_loading_it(args, needle, image_folder, tmp_path):
+    """Issue 28 (7): these used to print `loading data ...` first."""
+    out = tmp_path / ("o.safetensors" if args[0] == "train" else "o")
+    result = invoke(*args, "--data", image_folder, "--device", "cpu", "--out", out)
+    assert result.exit_code == 2, result.output
+    (line,) = result.output.strip().splitlines()
+    assert line.startswith("ptm: error: ") and needle in line, result.output
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_info_on_a_folder_says_what_to_pass(image_folder, tmp_path):
+    sweep = invoke("sweep", "net", "--lr", "0.1,0.2", "--epochs", "1", "--data", image_folder,
+                   "--classes", "airplane,bird", "--device", "cpu", "--out", tmp_path / "S")  # fmt: skip
+    assert sweep.exit_code == 0, sweep.output
+    result = invoke("info", tmp_path / "S")
+    assert result.exit_code == 2
+    assert f"is a sweep's folder of 2 checkpoints: give one, e.g. ptm info {tmp_path / 'S'}" in result.output
+    empty = invoke("info", tmp_path / "S" / "..")
+    assert (
+        empty.exit_code == 2 and "is a folder: give a model name or a .safetensors checkpoint" in empty.output
+    )

@@ -67,3 +67,19 @@ def test_wrong_image_size_and_corrupt_image(tmp_path):
     (tmp_path / "train" / "a" / "1.png").write_bytes(b"not a png at all")
     with pytest.raises(DataError, match="cannot decode"):
         load_dataset(tmp_path)
+
+
+@pytest.mark.parametrize("value,expected", [(0, 0), (32768, 128), (60000, 233), (65535, 255)])
+def test_a_16_bit_grey_png_is_scaled_to_8_bits_not_clipped(value, expected, tmp_path):
+    """Issue 28 (7): a mid-grey 16-bit PNG used to read as white (PIL's convert clips at 255)."""
+    import numpy as np
+    from PIL import Image
+
+    from ptm_func.data.folders import read_image
+
+    path = tmp_path / "grey16.png"
+    Image.fromarray(np.full((32, 32), value, dtype=np.uint16)).save(path)
+    assert Image.open(path).mode == "I;16"
+    image = read_image(path)
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8
+    assert image.unique().tolist() == [expected]

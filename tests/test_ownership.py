@@ -209,3 +209,29 @@ def test_a_member_locked_before_the_sweep_took_its_folder_takes_the_folder_too(t
     with owned(member):
         assert lock_path(folder).exists()  # the run holds the folder as well
     assert not lock_path(folder).exists() and not lock_path(member).exists()
+
+
+def test_a_comparison_holds_its_table_and_a_second_one_says_who_writes_it(image_folder, tmp_path):
+    """Issue 28 (7): two `ptm compare` in one folder both exited 0 and mixed compare.json and .tb."""
+    table = tmp_path / "c.json"
+    args = ["compare", "net", "--epochs", "1", "--data", image_folder, "--classes", "airplane,bird",
+            "--device", "cpu", "--json-out", table, "--chart", tmp_path / "c.png"]  # fmt: skip
+    with owned(table):
+        result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 1, result.output
+    assert f"{table} is being written by pid {os.getpid()}" in result.output
+    assert "give another --json-out" in result.output and "net ..." not in result.output
+    assert not table.exists() and not lock_path(table).exists()
+    done = CliRunner().invoke(app, [str(a) for a in args])
+    assert done.exit_code == 0 and table.exists() and not lock_path(table).exists(), done.output
+
+
+def test_out_naming_a_finished_run_replaces_it_with_a_note(image_folder, tmp_path):
+    """Issue 28 (7): --out keeps its meaning (this file), and now says that a run was replaced."""
+    out = tmp_path / "same.safetensors"
+    args = train_args(image_folder, "--epochs", "1", "--out", out)
+    first = CliRunner().invoke(app, [str(a) for a in args])
+    assert first.exit_code == 0 and "holds a run already" not in first.output
+    second = CliRunner().invoke(app, [str(a) for a in args])
+    assert second.exit_code == 0
+    assert f"ptm: note: {out} holds a run already: this run replaces it" in second.output

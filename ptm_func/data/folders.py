@@ -34,10 +34,7 @@ class ClassPick:
         if asked is not None and [c.strip() for c in asked] == [ALL]:
             asked = available
         wanted = tuple(c.strip() for c in asked or default or available)
-        if len(wanted) < 2:
-            raise ClassChoiceError(f"need at least two classes, got {list(wanted)} ({where})")
-        if len(set(wanted)) != len(wanted):
-            raise ClassChoiceError(f"classes repeat: {list(wanted)}")
+        check_class_names(wanted, f" ({where})")
         missing = [c for c in wanted if c not in available]
         if missing:
             raise ClassChoiceError(f"no class {missing} in {where}; available: {', '.join(available)}")
@@ -47,6 +44,16 @@ class ClassPick:
                 f"({', '.join(wanted)}; {where}); pick {self.n_classes} with --classes"
             )
         return wanted
+
+
+def check_class_names(names: Sequence[str], where: str = "") -> None:
+    """Two or more, none repeated: what can be said of asked classes before any data is read."""
+    if list(names) == [ALL]:
+        return
+    if len(names) < 2:
+        raise ClassChoiceError(f"need at least two classes, got {list(names)}{where}")
+    if len(set(names)) != len(names):
+        raise ClassChoiceError(f"classes repeat: {list(names)}")
 
 
 def load_image_folder(root: Path, pick: ClassPick) -> Dataset:
@@ -91,6 +98,12 @@ def decode_split(sources_per_class: Sequence[Sequence[Path | tuple[str, bytes]]]
     return Split(normalize(torch.stack(images)), torch.tensor(labels, dtype=torch.int64))
 
 
+def _sixteen_bit_grey(grey: Tensor) -> Tensor:
+    """(1, H, W) values 0..65535 -> (3, H, W) uint8, 65535 -> 255 (PIL's convert would clip)."""
+    eight = torch.round(grey.to(torch.float64).clamp(0, 65535) / 257).to(torch.uint8)
+    return eight.expand(3, -1, -1).contiguous()
+
+
 def read_image(
     source: Path | tuple[str, bytes],
     *,
@@ -118,6 +131,8 @@ def read_image(
                     f"{name} declares {width}x{height} pixels; ptm decodes images up to "
                     f"{max_pixels / 1e6:.0f} megapixels"
                 )
+            if image.mode.startswith("I"):  # 16-bit grey (PNG): scaled to 8 bits, not clipped at 255
+                return _sixteen_bit_grey(pil_to_tensor(image))
             return pil_to_tensor(image.convert("RGB"))
     except Image.DecompressionBombError as err:
         raise DataError(f"{name} declares a size too large to decode safely ({err})") from None

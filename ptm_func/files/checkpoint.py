@@ -162,6 +162,11 @@ def load_checkpoint(
     except (UnknownModelError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its model: {err}") from None
     check_state_dict(model, tensors, source=str(path))
+    if classes and len(classes) != model.n_classes:  # output i is recorded class i: none may lack one
+        raise CheckpointError(
+            f"{path}: its model has {model.n_classes} outputs but it names {len(classes)} classes "
+            f"({', '.join(classes)}); no output can be read as a class"
+        )
     params, state = model.split(tensors)
     return Checkpoint(model, params, state, training)
 

@@ -31,9 +31,10 @@ SPEC_NAME = "sweep.json"  # a sweep folder's description (runs/sweep.py)
 
 
 def lock_path(output: Path) -> Path:
-    """runs/net.safetensors -> runs/net.lock; a sweep's folder -> FOLDER/sweep.lock"""
-    if output.suffix == ".safetensors":
-        return output.with_name(output.name.removesuffix(".safetensors") + ".lock")
+    """runs/net.safetensors -> runs/net.lock; runs/compare.json -> runs/compare.lock (a
+    comparison's table, charts and events); a sweep's folder -> FOLDER/sweep.lock"""
+    if output.suffix in (".safetensors", ".json"):
+        return output.with_name(output.name.removesuffix(output.suffix) + ".lock")
     return output / SWEEP_LOCK
 
 
@@ -48,7 +49,7 @@ def holder(lock: Path) -> str:
 
 
 @contextlib.contextmanager
-def owned(output: Path) -> Iterator[Path]:
+def owned(output: Path, option: str = "--out") -> Iterator[Path]:
     """Hold `output` for this process; OutputInUse (naming the holder) if another holds it.
 
     A checkpoint in a sweep's folder holds the folder too: the sweep writes its members. A
@@ -66,7 +67,7 @@ def owned(output: Path) -> Iterator[Path]:
         if lock is None:
             raise OutputInUse(
                 f"{output} is being written by {holder(lock_path(output))}; "
-                "wait for it to finish, or give another --out"
+                f"wait for it to finish, or give another {option}"
             )
         held.callback(_release, lock, output)
         if checkpoint and not folder_held and _is_sweep_folder(output.parent):

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from ptm_func.data.folders import check_class_names
 from ptm_func.errors import SettingsError
 from ptm_func.runs.reporter import Reporter
 
@@ -69,6 +70,8 @@ def check_common(
     for name, value in (("out", out), ("resume", resume), ("data", data)):
         path_or_none(name, value)
     names_or_none("classes", classes)
+    if classes is not None:
+        check_class_names([c.strip() for c in classes])
     if not isinstance(device, (str, torch.device)):
         raise SettingsError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {_kind(device)}")
     whole("checkpoint_every", checkpoint_every)

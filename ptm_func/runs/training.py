@@ -147,6 +147,8 @@ def run_training(
             reporter.message(plan.tracking.describe(logdir=plan.out.parent))
         if resume is None or plan.out != Path(resume):
             plan.out = held.enter_context(_owned_output(plan, main))
+            if main and not plan.numbered and run_path_used(plan.out):  # --out (or force) names it
+                reporter.note(f"{printable(plan.out)} holds a run already: this run replaces it")
         return _run(plan, resume, reporter, world, main, stop_on_signals)
 
 

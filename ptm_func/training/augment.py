@@ -27,6 +27,11 @@ CROP_STREAM = 0x63726F70  # "crop"
 def check_augmentations(names: Sequence[str]) -> tuple[str, ...]:
     """The augmentations in canonical order (flip, crop), or ValueError naming an unknown one."""
     names = tuple(names)
+    if "none" in names:  # the CLI's word for no augmentation, alone
+        raise ValueError("augmentation 'none' means no augmentation: give it alone")
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:  # as for classes: a repeated name is a mistake, not a stronger augmentation
+        raise ValueError(f"augmentation {twice[0]!r} given twice")
     unknown = [n for n in names if n not in AUGMENTATIONS]
     if unknown:
         raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from: {', '.join(AUGMENTATIONS)}")
