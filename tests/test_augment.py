@@ -81,7 +81,9 @@ def test_vmapped_and_compiled_augmentation_equal_eager():
 
 
 def test_unknown_names_are_refused_and_the_order_is_canonical():
-    assert check_augmentations(["crop", "flip", "crop"]) == BOTH
+    assert check_augmentations(["crop", "flip"]) == BOTH
+    with pytest.raises(ValueError, match="augmentation 'crop' given twice"):  # as classes: refused
+        check_augmentations(["crop", "flip", "crop"])
     with pytest.raises(ValueError, match="unknown augmentation 'rotate'; choose from: flip, crop"):
         TrainConfig(augment=("rotate",))
     assert TrainConfig(augment=["crop", "flip"]).augment == BOTH  # as read back from JSON
