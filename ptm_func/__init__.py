@@ -26,6 +26,11 @@ _PUBLIC = {
     "retie": "nets.models",
     "functionalize": "nets.adapter",
     "FunctionalModule": "nets.adapter",
+    # your own model
+    "ModelSpec": "nets.registry",
+    "model_from_functions": "nets.user",
+    "model_from_module": "nets.user",
+    "register_model": "nets.user",
     **{name: "nets.modules" for name in ("Net", "NetWidth", "NetDropout", "NetBatchNorm", "NetDepth")},
     **{name: "nets.modules" for name in ("NetRes", "NetResDeep", "ResBlock")},
     # data
@@ -150,7 +155,8 @@ if TYPE_CHECKING:  # what static tools and editors see
         NetWidth,
         ResBlock,
     )
-    from ptm_func.nets.registry import Model, get_model
+    from ptm_func.nets.registry import Model, ModelSpec, get_model
+    from ptm_func.nets.user import model_from_functions, model_from_module, register_model
     from ptm_func.research.ensemble import ensemble_accuracy, ensemble_probabilities
     from ptm_func.research.evaluation import evaluate_split, loss, probabilities, recompute_running_stats
     from ptm_func.research.landscape import interpolate, loss_line

@@ -641,19 +641,19 @@ def test_json_reports_an_interruption_and_positions_read_alike(two_classes, tmp_
 
 
 def test_compiling_runs_say_so(two_classes, tmp_path, monkeypatch):
-    monkeypatch.setattr(ptm_func.runs.training, "will_compile", lambda config, device, name: True)
+    monkeypatch.setattr(ptm_func.runs.training, "will_compile", lambda config, device, model: True)
     result = invoke("train", "net", *two_classes, "--epochs", "1", "--out", tmp_path / "n.safetensors")
     assert result.exit_code == 0 and "compiling the train step" in result.stderr
     from ptm_func.training.compiling import will_compile
     from ptm_func.training.config import TrainConfig
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert will_compile(TrainConfig(epochs=20), cpu, "net")
-    assert not will_compile(TrainConfig(epochs=19), cpu, "net")
-    assert not will_compile(TrainConfig(epochs=100), cpu, "batchnorm")  # eager is faster there
-    assert will_compile(TrainConfig(epochs=100), cuda, "batchnorm")
-    assert will_compile(TrainConfig(epochs=1, compile=True), cpu, "resdeep")
-    assert not will_compile(TrainConfig(epochs=100, compile=False), cuda, "net")
+    assert will_compile(TrainConfig(epochs=20), cpu, get_model("net"))
+    assert not will_compile(TrainConfig(epochs=19), cpu, get_model("net"))
+    assert not will_compile(TrainConfig(epochs=100), cpu, get_model("batchnorm"))  # eager is faster there
+    assert will_compile(TrainConfig(epochs=100), cuda, get_model("batchnorm"))
+    assert will_compile(TrainConfig(epochs=1, compile=True), cpu, get_model("resdeep"))
+    assert not will_compile(TrainConfig(epochs=100, compile=False), cuda, get_model("net"))
 
 
 def test_classes_help_tells_the_folder_default():

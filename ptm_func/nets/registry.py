@@ -18,14 +18,26 @@ from ptm_func.nets.rng import KeyLike
 
 
 @dataclass(frozen=True)
-class _Spec:
+class ModelSpec:
+    """What ptm needs of a model (the protocol, as data): `init(generator, **config) -> (params,
+    state)`; `apply(params, state, x, *, train, key, **apply_options) -> (logits, new_state)`;
+    an nn.Module twin `module(**config)` if it has one; `aliases(**config)`: state_dict keys
+    that share another key's tensor (alias -> owner); `head`: the parameter whose rows are the
+    outputs, one per class (`HEAD.weight`); `eager_on_cpu`: compiling does not pay on a CPU."""
+
     init: Callable[..., tuple[Params, State]]
     apply: Callable[..., tuple[Tensor, State]]
-    module: Callable[..., nn.Module]
+    module: Callable[..., nn.Module] | None
     defaults: dict[str, Any]
     book_class: str
     summary: str
     apply_options: tuple[str, ...] = ()  # config entries that apply needs as keywords
+    aliases: Callable[..., dict[str, str]] | None = None
+    head: str = "fc2"
+    eager_on_cpu: bool = False
+
+
+_Spec = ModelSpec  # the book's eight, below
 
 
 _SPECS: dict[str, _Spec] = {
@@ -60,6 +72,7 @@ _SPECS: dict[str, _Spec] = {
         {"n_chans1": 32, "n_classes": 2},
         "NetBatchNorm",
         "NetWidth with BatchNorm2d after each conv",
+        eager_on_cpu=True,  # 13-18 vs 15-16 ms a step compiled and eager on a 2-core CPU
     ),
     "depth": _Spec(
         models.init_depth,
@@ -85,6 +98,8 @@ _SPECS: dict[str, _Spec] = {
         "NetResDeep",
         "n_blocks residual blocks (conv-BN-relu + skip); tied=True is the book's shared block",
         apply_options=("n_blocks", "tied"),
+        aliases=lambda n_blocks, tied, **_: models.resdeep_aliases(n_blocks, tied),
+        eager_on_cpu=True,  # its time is its convolutions: 1.21x vs 1.16x the book's loop, after 85 s
     ),
 }
 # Sizes a config may ask for: wide and deep enough for any experiment on 32x32 images, and
@@ -97,14 +112,31 @@ SIZE_LIMITS = {"n_chans1": (2, 1024), "n_blocks": (1, 10_000), "n_classes": (2, 
 
 @dataclass(frozen=True)
 class Model:
-    """A chapter-8 network: pure `init`/`apply` plus its nn.Module twin, for one config."""
+    """A network: pure `init`/`apply` (and an nn.Module twin, if it has one) for one config.
+
+    The book's eight by name (get_model); a user's own model carries its ModelSpec
+    (ptm_func.nets.user: model_from_functions, model_from_module, register_model)."""
 
     name: str
     config: dict[str, Any] = field(default_factory=dict)
+    spec: ModelSpec | None = field(default=None, compare=False, repr=False)
 
     @property
-    def _spec(self) -> _Spec:
-        return _SPECS[self.name]
+    def _spec(self) -> ModelSpec:
+        return self.spec if self.spec is not None else _SPECS[self.name]
+
+    @property
+    def builtin(self) -> bool:
+        """One of the book's eight (a name in catalog.MODEL_NAMES, its spec the registry's)."""
+        return self.spec is None
+
+    @property
+    def head(self) -> str:
+        return self._spec.head
+
+    @property
+    def eager_on_cpu(self) -> bool:
+        return self._spec.eager_on_cpu
 
     @property
     def book_class(self) -> str:
@@ -116,11 +148,17 @@ class Model:
 
     @property
     def n_classes(self) -> int:
-        """The outputs of fc2, one per class (the book's 2)."""
+        """The outputs of the head, one per class (the book's 2)."""
         return self.config["n_classes"]
 
     def with_classes(self, n_classes: int) -> Model:
-        """This model with `n_classes` outputs (only fc2's shape changes)."""
+        """This model with `n_classes` outputs (only the head's shape changes)."""
+        if n_classes == self.n_classes:
+            return self
+        if not self.builtin:
+            from ptm_func.nets.user import with_classes
+
+            return with_classes(self, n_classes)
         return get_model(self.name, **{**self.config, "n_classes": n_classes})
 
     def init(
@@ -141,28 +179,43 @@ class Model:
         return self._spec.apply(params, state, x, train=train, key=key, **options)
 
     def module(self) -> nn.Module:
-        """Build the book's nn.Module twin for this config (fresh default init)."""
+        """Build the nn.Module twin for this config (fresh default init)."""
+        if self._spec.module is None:
+            raise ModelConfigError(f"{self.name} has no nn.Module twin (it was given as pure functions)")
         return self._spec.module(**self.config)
 
     @property
     def aliases(self) -> dict[str, str]:
         """Keys that share a tensor with another key (tied resdeep): alias -> canonical."""
-        if self.name != "resdeep":
-            return {}
-        return models.resdeep_aliases(self.config["n_blocks"], self.config["tied"])
+        make = self._spec.aliases
+        return {} if make is None else make(**self.config)
 
     def split(self, state_dict: dict[str, Tensor]) -> tuple[Params, State]:
         """Split a twin's state_dict into (params, state), re-tying aliased keys."""
         state_dict = models.retie(dict(state_dict), self.aliases)
-        params = {k: v for k, v in state_dict.items() if not k.endswith(STATE_SUFFIXES)}
-        state = {k: v for k, v in state_dict.items() if k.endswith(STATE_SUFFIXES)}
+        if self.builtin:
+            is_state = lambda k: k.endswith(STATE_SUFFIXES)  # noqa: E731
+        else:  # a user's model: its buffers, whatever their names (shapes only: no memory)
+            with torch.device("meta"):
+                state_keys = set(self.init(0)[1])
+            is_state = state_keys.__contains__
+        params = {k: v for k, v in state_dict.items() if not is_state(k)}
+        state = {k: v for k, v in state_dict.items() if is_state(k)}
         return params, state
 
 
 def get_model(name: str, **config: Any) -> Model:
-    """Look a model up by CLI name; `config` overrides its defaults (e.g. n_blocks=10, n_classes=10)."""
+    """Look a model up by name; `config` overrides its defaults (e.g. n_blocks=10, n_classes=10).
+
+    The book's eight, or a name registered in this process (`ptm_func.register_model`)."""
     if name not in _SPECS:
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(MODEL_NAMES)}")
+        from ptm_func.nets.user import registered
+
+        factory = registered(name)
+        if factory is not None:
+            return factory(**config)
+        known = ", ".join([*MODEL_NAMES, *registered_names()])
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}")
     spec = _SPECS[name]
     unknown = set(config) - set(spec.defaults)
     if unknown:
@@ -176,6 +229,12 @@ def get_model(name: str, **config: Any) -> Model:
     if type(config.get("tied", False)) is not bool:
         raise ModelConfigError(f"tied must be true or false, got {config['tied']!r}")
     return Model(name, config)
+
+
+def registered_names() -> list[str]:
+    from ptm_func.nets.user import REGISTERED
+
+    return sorted(REGISTERED)
 
 
 def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:

@@ -286,7 +286,7 @@ def _announce(plan: SweepRequest, dataset: Dataset, dev, reporter: Reporter) -> 
         f"{how}, on {len(dataset.train)} images, classes {names(dataset.classes)} "
         f"({printable(dataset.source)})"
     )
-    if will_compile(lead, dev, plan.net.name):
+    if will_compile(lead, dev, plan.net):
         reporter.note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
 
 

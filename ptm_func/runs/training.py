@@ -275,7 +275,7 @@ def _announce(plan: _Plan, dataset: Dataset, world: World | None, reporter: Repo
         f"images, validating on {len(dataset.val)}, classes {names(dataset.classes)} "
         f"({printable(dataset.source)})"
     )
-    if will_compile(plan.config, plan.device, plan.net.name):
+    if will_compile(plan.config, plan.device, plan.net):
         reporter.note("compiling the train step (torch.compile): epoch 1 takes longer; --no-compile skips it")
     if world is not None:
         reporter.note(

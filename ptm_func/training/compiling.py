@@ -20,11 +20,7 @@ from ptm_func.training.step import make_gradients, make_step, make_update
 # On a 2-core CPU the compiled Net step ran ~1.4x faster than the eager torch.func step
 # (1.7 vs 2.4 s/epoch) after 10-40 s of compilation: it pays from about 20 epochs.
 CPU_COMPILE_EPOCHS = 20
-# ...but not for these, whose compiled step is no faster than their eager one on a 2-core CPU
-# (benchmarks/train_speed.py): batchnorm (13-18 vs 15-16 ms a step, the order flipping between
-# runs) and resdeep, whose time is its convolutions (100 blocks: 1.21x vs 1.16x the book's loop,
-# after 85 s of compiling).
-CPU_EAGER_MODELS = frozenset({"batchnorm", "resdeep"})
+# ...but not for the models whose spec says so (ModelSpec.eager_on_cpu: batchnorm, resdeep).
 
 
 def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> FallbackStep:
@@ -79,7 +75,7 @@ def build_step(
     Compilation wraps the torch.func transforms, never the other way round.
     """
     step = make_step(model, nesterov=config.nesterov, augmentations=config.augment)
-    compiling = will_compile(config, device, model.name)
+    compiling = will_compile(config, device, model)
     if members_hyper is None:
         return compile_step(step, device, config.compile_mode) if compiling else step
     if uses_vmap(config, device):
@@ -101,7 +97,7 @@ def build_data_parallel_step(
     """
     gradients = make_gradients(model, config.augment)
     update = make_update(model, nesterov=config.nesterov)
-    if will_compile(config, device, model.name):
+    if will_compile(config, device, model):
         mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
         gradients, update = compile_step(gradients, device, mode), compile_step(update, device, mode)
     return ComposedStep(data_parallel_step(gradients, update, world), (gradients, update))
@@ -114,11 +110,11 @@ def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
     return tuning.channels_last_default(device)
 
 
-def will_compile(config: TrainConfig, device: torch.device, model_name: str) -> bool:
-    """Does `fit` compile `model_name`'s step? As asked; else on CUDA always, and on CPU from
-    CPU_COMPILE_EPOCHS epochs for the models where it pays (not CPU_EAGER_MODELS)."""
+def will_compile(config: TrainConfig, device: torch.device, model: Model) -> bool:
+    """Does `fit` compile `model`'s step? As asked; else on CUDA always, and on CPU from
+    CPU_COMPILE_EPOCHS epochs for the models where it pays (not those eager_on_cpu)."""
     if config.compile is not None:
         return config.compile
     if device.type == "cuda":
         return True
-    return config.epochs >= CPU_COMPILE_EPOCHS and model_name not in CPU_EAGER_MODELS
+    return config.epochs >= CPU_COMPILE_EPOCHS and not model.eager_on_cpu

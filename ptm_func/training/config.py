@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ptm_func.catalog import BOOK_LR, TRAINABLE_NAMES, VARIANTS
 from ptm_func.errors import UnknownModelError
-from ptm_func.nets.registry import Model, get_model
+from ptm_func.nets.registry import Model, get_model, registered_names
 from ptm_func.training.augment import check_augmentations
 from ptm_func.training.optim import SGD
 
@@ -108,7 +108,7 @@ class TrainConfig:
 def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
     """Model and TrainConfig for a CLI name (l2 included) with the book's defaults."""
     if name not in TRAINABLE_NAMES:
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {', '.join(TRAINABLE_NAMES)}")
+        return _registered_setup(name, overrides)
     model_name, variant = VARIANTS.get(name, (name, {}))
     model_keys = ("n_chans1", "n_blocks", "tied", "n_classes")
     unknown = sorted(set(overrides) - set(model_keys) - {f.name for f in fields(TrainConfig)})
@@ -120,6 +120,19 @@ def book_setup(name: str, **overrides: Any) -> tuple[Model, TrainConfig]:
     model = get_model(model_name, **model_options)
     defaults = {"lr": BOOK_LR.get(model_name, 1e-2), **variant}
     return model, TrainConfig(**{**defaults, **overrides})
+
+
+def _registered_setup(name: str, overrides: dict[str, Any]) -> tuple[Model, TrainConfig]:
+    """A model registered in this process (ptm_func.register_model): the settings that are not
+    TrainConfig fields are its factory's options."""
+    from ptm_func.nets.user import registered
+
+    if registered(name) is None:
+        known = ", ".join([*TRAINABLE_NAMES, *registered_names()])
+        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}")
+    train_keys = {f.name for f in fields(TrainConfig)}
+    model = get_model(name, **{k: v for k, v in overrides.items() if k not in train_keys})
+    return model, TrainConfig(**{k: v for k, v in overrides.items() if k in train_keys})
 
 
 HYPER_KEYS = ("lr", "momentum", "dampening", "weight_decay", "l2_lambda", "l1_lambda")

@@ -50,8 +50,11 @@ def free_disk(folder: Path) -> int:
 
 
 @functools.lru_cache(maxsize=32)
-def _activation_bytes(name: str, config: tuple) -> int:
-    model = Model(name, dict(config))
+def _builtin_activation_bytes(name: str, config: tuple) -> int:
+    return _measure_activation_bytes(Model(name, dict(config)))
+
+
+def _measure_activation_bytes(model: Model) -> int:
     params, state = model.init(0)
     params = {k: v.requires_grad_() for k, v in params.items()}
     saved = 0
@@ -68,7 +71,9 @@ def _activation_bytes(name: str, config: tuple) -> int:
 
 def activation_bytes(model: Model) -> int:
     """Bytes autograd keeps per image for one training step of `model` (measured on one image)."""
-    return _activation_bytes(model.name, tuple(sorted(model.config.items())))
+    if model.builtin:  # cached by name and config; a user's model is measured each time
+        return _builtin_activation_bytes(model.name, tuple(sorted(model.config.items())))
+    return _measure_activation_bytes(model)
 
 
 def parameter_bytes(model: Model) -> int:

@@ -169,7 +169,7 @@ def _prepare(model, data, configs, members, world, on_step, stop_requested) -> _
     step = make(lead)
     # The epoch's last, smaller batch (10,000 = 156 x 64 + 16) runs eagerly: compiling a second
     # graph for it doubled the compile time, for one step in 157.
-    partial_step = make(replace(lead, compile=False)) if will_compile(lead, device, model.name) else step
+    partial_step = make(replace(lead, compile=False)) if will_compile(lead, device, model) else step
     seeds = [c.seed for c in configs]
     base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
     return _Epochs(

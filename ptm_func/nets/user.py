@@ -1,0 +1,238 @@
+"""Your own model, through every feature: pure functions or any nn.Module, as a ptm Model.
+
+    model = model_from_functions(init, apply, name="mine")          # init(gen) / apply(...)
+    model = model_from_module(MyNet, n_chans=8)                     # any nn.Module class
+    @register_model("mine")                                         # get_model("mine", ...)
+    def mine(n_chans=8, n_classes=2): return model_from_module(MyNet, n_chans=n_chans, n_classes=n_classes)
+
+What ptm needs of a model is registry.ModelSpec. An nn.Module runs through
+torch.func.functional_call: its parameters are the params, its buffers the state (BatchNorm's
+running statistics come back as the new state, nothing is mutated); its dropout layers draw
+keyed masks (layers.dropout, fold_in(key, i) for the i-th dropout module), as the book's nets
+do, so runs are reproducible and resume bit for bit. The number of outputs is read off one
+probe image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from ptm_func.errors import ModelConfigError
+from ptm_func.nets import rng
+from ptm_func.nets.layers import Params, State
+from ptm_func.nets.registry import Model, ModelSpec
+
+REGISTERED: dict[str, Callable[..., Model]] = {}
+PROBE = (1, 3, 32, 32)  # one CIFAR image
+
+
+def register_model(name: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Decorator (timm-style): `get_model(name, **options)` calls the factory with the options;
+    the factory returns a Model (model_from_functions or model_from_module)."""
+    from ptm_func.catalog import MODEL_NAMES
+
+    if name in MODEL_NAMES:
+        raise ModelConfigError(f"{name!r} is one of the book's models; register yours under another name")
+
+    def decorate(factory: Callable[..., Model]) -> Callable[..., Model]:
+        REGISTERED[name] = factory
+        return factory
+
+    return decorate
+
+
+def registered(name: str) -> Callable[..., Model] | None:
+    """`get_model`'s way to a registered factory: its options checked, its result a Model named `name`."""
+    factory = REGISTERED.get(name)
+    if factory is None:
+        return None
+
+    takes_classes = "n_classes" in inspect.signature(factory).parameters
+
+    def build(**options: Any) -> Model:
+        asked = None if takes_classes else options.pop("n_classes", None)  # recorded, not an option
+        try:
+            model = factory(**options)
+        except TypeError as err:  # an option the factory does not take
+            raise ModelConfigError(f"{name}: {err}") from None
+        if not isinstance(model, Model):
+            raise ModelConfigError(f"{name}'s factory returned {type(model).__name__}, not a ptm Model")
+        if asked is not None and asked != model.n_classes:
+            raise ModelConfigError(f"{name} has {model.n_classes} outputs, not {asked}")
+        return Model(name, {**options, "n_classes": model.n_classes}, model.spec)
+
+    return build
+
+
+def model_from_functions(
+    init: Callable[[torch.Generator], tuple[Params, State]],
+    apply: Callable[..., tuple[Tensor, State]],
+    *,
+    name: str,
+    module: Callable[[], nn.Module] | None = None,
+    aliases: dict[str, str] | None = None,
+    head: str = "fc2",
+    summary: str = "",
+) -> Model:
+    """A Model from `init(generator) -> (params, state)` and `apply(params, state, x, *, train,
+    key) -> (logits, new_state)`; `module()` builds its nn.Module twin, if it has one (its
+    state_dict keys are the params' and state's)."""
+    spec = ModelSpec(
+        init=lambda gen, **_: init(gen),
+        apply=lambda params, state, x, *, train, key=None, **_: apply(params, state, x, train=train, key=key),
+        module=(lambda **_: module()) if module is not None else None,
+        defaults={},
+        book_class=name,
+        summary=summary or f"{name} (pure functions)",
+        aliases=(lambda **_: dict(aliases)) if aliases else None,
+        head=head,
+    )
+    return _with_outputs(Model(name, {}, spec))
+
+
+def model_from_module(
+    factory: Callable[..., nn.Module], /, *, name: str | None = None, **kwargs: Any
+) -> Model:
+    """A Model of the nn.Module that `factory(**kwargs)` builds (a class or a function).
+
+    init(seed) is the module built after torch.manual_seed(seed), as the book's twins are; its
+    checkpoint loads into `factory(**kwargs)` with load_state_dict(strict=True).
+    """
+    label = name or getattr(factory, "__name__", type(factory).__name__)
+    template = _build(factory, kwargs, label)
+    dropouts = [n for n, m in template.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    state_keys = {n for n, _ in template.named_buffers()}
+
+    def init(gen: torch.Generator, **_: Any) -> tuple[Params, State]:
+        with torch.random.fork_rng(devices=[]):  # the module built after torch.manual_seed(seed)
+            torch.manual_seed(gen.initial_seed())
+            built = factory(**kwargs)
+        tensors = {k: v.detach().clone() for k, v in built.state_dict().items()}
+        return (
+            {k: v for k, v in tensors.items() if k not in state_keys},
+            {k: v for k, v in tensors.items() if k in state_keys},
+        )
+
+    def apply(params: Params, state: State, x: Tensor, *, train: bool, key=None, **_: Any):
+        if train and key is None and dropouts:
+            raise ValueError(f"{label} uses dropout: training mode needs an explicit `key`")
+        new_state = {k: v.clone() for k, v in state.items()}  # BatchNorm updates these in place
+        with _mode(template, train), _keyed_dropout(template, dropouts, key if train else None):
+            out = functional_call(template, {**params, **new_state}, (x,), strict=True)
+        return out, new_state
+
+    spec = ModelSpec(
+        init=init,
+        apply=apply,
+        module=lambda **_: factory(**kwargs),
+        defaults={},
+        book_class=label,
+        summary=f"{label}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) (an nn.Module)",
+        head=_last_linear(template),
+    )
+    return _with_outputs(Model(label, dict(kwargs), spec))
+
+
+def with_classes(model: Model, n_classes: int) -> Model:
+    """A user model with another number of outputs: its factory's `n_classes`, if it takes one."""
+    factory = REGISTERED.get(model.name)
+    if factory is not None and "n_classes" in inspect.signature(factory).parameters:
+        build = registered(model.name)
+        assert build is not None
+        return build(**{**model.config, "n_classes": n_classes})
+    raise ModelConfigError(
+        f"{model.name} has {model.n_classes} outputs, not {n_classes}: give it {n_classes} "
+        "(a factory registered with an n_classes option can be asked for any number)"
+    )
+
+
+def _with_outputs(model: Model) -> Model:
+    """The model with its number of outputs in its config, read off one probe image."""
+    params, state = model.init(0)
+    try:
+        logits, _ = model.apply(params, state, torch.zeros(PROBE), train=False)
+    except Exception as err:  # noqa: BLE001 - any failure of user code is one line
+        raise ModelConfigError(
+            f"{model.name} fails on a 3x32x32 image: {type(err).__name__}: {err}"
+        ) from None
+    if not isinstance(logits, Tensor) or logits.dim() != 2 or logits.shape[0] != 1 or logits.shape[1] < 2:
+        shape = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ModelConfigError(
+            f"{model.name} must give (N, classes) logits with 2 or more classes, got {shape}"
+        )
+    return Model(model.name, {**model.config, "n_classes": int(logits.shape[1])}, model.spec)
+
+
+def _build(factory: Callable[..., nn.Module], kwargs: dict[str, Any], label: str) -> nn.Module:
+    try:
+        module = factory(**kwargs)
+    except Exception as err:  # noqa: BLE001 - user code: one line
+        raise ModelConfigError(f"{label}({kwargs}) raised {type(err).__name__}: {err}") from None
+    if not isinstance(module, nn.Module):
+        raise ModelConfigError(f"{label} built a {type(module).__name__}, not an nn.Module")
+    return module
+
+
+def _last_linear(module: nn.Module) -> str:
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return names[-1] if names else ""
+
+
+@contextlib.contextmanager
+def _mode(module: nn.Module, train: bool) -> Iterator[None]:
+    modes = [(m, m.training) for m in module.modules()]
+    module.train(train)
+    try:
+        yield
+    finally:
+        for m, mode in modes:
+            m.training = mode
+
+
+@contextlib.contextmanager
+def _keyed_dropout(module: nn.Module, names: list[str], key: Tensor | None) -> Iterator[None]:
+    """The i-th dropout module draws its mask from fold_in(key, i) (per-sample keys as the
+    book's nets: layers.dropout); eval mode (key None) leaves them as they are."""
+    if key is None or not names:
+        yield
+        return
+    found = dict(module.named_modules())
+    for i, name in enumerate(names):
+        m = found[name]
+        # an instance attribute shadows the class's forward until it is deleted below
+        m.forward = _keyed_forward(m, rng.fold_in(key, i))  # pyright: ignore[reportAttributeAccessIssue]
+    try:
+        yield
+    finally:
+        for name in names:
+            del found[name].forward
+
+
+def _keyed_forward(m: nn.Module, key: Tensor) -> Callable[[Tensor], Tensor]:
+    p = float(m.p)  # pyright: ignore[reportArgumentType] - every _DropoutNd has a float p
+    channelwise = isinstance(m, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))
+
+    def forward(x: Tensor) -> Tensor:
+        return keyed_dropout(x, p, key, channelwise=channelwise)
+
+    return forward
+
+
+def keyed_dropout(x: Tensor, p: float, key: Tensor, *, channelwise: bool) -> Tensor:
+    """Dropout whose mask is a pure function of `key` (one, or one per sample): whole channels
+    (nn.Dropout2d: the book's NetDropout's masks, bit for bit) or single elements (nn.Dropout)."""
+    if p == 0.0:
+        return x
+    key = rng.key(key, x.device)
+    shape = (x.shape[1],) + (1,) * (x.dim() - 2) if channelwise else tuple(x.shape[1:])
+    if key.dim() == 0:
+        shape = (x.shape[0], *shape)
+    keep = rng.uniform(key, shape, dtype=x.dtype) >= p
+    return x * keep.to(x.dtype) * (1.0 / (1.0 - p))
