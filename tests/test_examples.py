@@ -185,3 +185,15 @@ def test_seeds_trains_through_the_run_api_and_scores_the_ensemble(image_folder, 
     before = [p.stat().st_mtime_ns for p in paths]
     assert seeds.main(args)["val"] == result["val"]  # run again: the finished seeds are kept
     assert [p.stat().st_mtime_ns for p in paths] == before
+
+
+def test_kernels_exercise_trains_the_three_nets_through_the_run_api(image_folder, tmp_path, capsys):
+    """Chapter 8, exercise 1 (examples/kernels.py): 5x5 and (1, 3) kernels as user modules."""
+    kernels = example("kernels")
+    args = ["--seeds", "2", "--epochs", "1", "--data", str(image_folder), "--device", "cpu",
+            "--out", str(tmp_path / "k"), "--quiet"]  # fmt: skip
+    table = kernels.main(args)
+    assert {m: t["params"] for m, t in table.items()} == {"net": 18090, "net-5x5": 20906, "net-1x3": 17034}
+    assert all(len(t["val"]) == 2 for t in table.values())
+    assert "net-5x5" in capsys.readouterr().out
+    assert kernels.main(args)["net-1x3"]["val"] == table["net-1x3"]["val"]  # finished seeds kept

@@ -161,3 +161,12 @@ def test_models_that_cannot_serve_say_why_in_one_line():
         model_from_module(lambda: 3, name="three")
     with pytest.raises(ModelConfigError, match="one of the book's models"):
         register_model("net")
+
+
+def test_a_user_module_that_views_its_features_trains_with_the_default_layout():
+    """On a CPU the book's models train on channels-last images, where `.view` fails: a user's
+    model gets NCHW unless asked (its own choice, --channels-last, still wins)."""
+    result = fit(model_from_module(BookNet), data(), replace(CONFIG, channels_last=None))
+    assert result.history[-1].loss > 0
+    with pytest.raises(RuntimeError, match="view"):
+        fit(model_from_module(BookNet), data(), replace(CONFIG, channels_last=True))

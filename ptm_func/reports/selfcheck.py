@@ -122,7 +122,7 @@ def check(
     data = random_data(steps * batch_size, device)
     start = [model.init(c.seed, device=device) for c in members]
     eager = [fit(model, data, c) for c in members]
-    layout = replace(members[0], channels_last=not uses_channels_last(members[0], device))
+    layout = replace(members[0], channels_last=not uses_channels_last(members[0], device, model))
     noise = difference(member_tensors(fit(model, data, layout), 0), eager[0], start[0])[0]
     tolerance = max(tolerance, min(NOISE_FACTOR * noise, NOISE_CAP))
     report = CheckReport(name, str(device), torch.__version__, steps, batch_size, noise, tolerance)

@@ -103,10 +103,14 @@ def build_data_parallel_step(
     return ComposedStep(data_parallel_step(gradients, update, world), (gradients, update))
 
 
-def uses_channels_last(config: TrainConfig, device: torch.device) -> bool:
-    """Does `fit` train on channels-last images? As asked, else on CPU (tuning.py)."""
+def uses_channels_last(config: TrainConfig, device: torch.device, model: Model | None = None) -> bool:
+    """Does `fit` train on channels-last images? As asked; else on CPU (tuning.py) for the
+    book's models. A user's model gets NCHW unless asked: its forward may `view` the images'
+    features, which fails on a channels-last tensor (the book's own Net does)."""
     if config.channels_last is not None:
         return config.channels_last
+    if model is not None and not model.builtin:
+        return False
     return tuning.channels_last_default(device)
 
 

@@ -156,7 +156,7 @@ def _prepare(model, data, configs, members, world, on_step, stop_requested) -> _
     """The steps (compiled where it pays), the images in their layout, the keys."""
     lead, device = configs[0], data.train.images.device
     # the steps' images; evaluation reads `data` as given, as `ptm eval` will
-    train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device))
+    train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device, model))
     if device.type == "cpu":
         tuning.tune_allocator()
     hyper = step_hyperparameters(configs, device)
