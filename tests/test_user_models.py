@@ -170,3 +170,17 @@ def test_a_user_module_that_views_its_features_trains_with_the_default_layout():
     assert result.history[-1].loss > 0
     with pytest.raises(RuntimeError, match="view"):
         fit(model_from_module(BookNet), data(), replace(CONFIG, channels_last=True))
+
+
+@pytest.mark.parametrize("name", ["dropout", "batchnorm"])
+def test_the_books_dropout_and_batchnorm_nets_as_user_modules_train_bit_for_bit(name):
+    """Keyed dropout layers draw the built-in NetDropout's masks; BatchNorm's state is returned
+    (torch's kernel updates the running statistics: equal to the pure BatchNorm's to rounding)."""
+    from ptm_func.nets import modules
+
+    book = ptm_func.get_model(name)
+    mine = model_from_module({"dropout": modules.NetDropout, "batchnorm": modules.NetBatchNorm}[name])
+    ours, theirs = fit(mine, data(), CONFIG), fit(book, data(), CONFIG)
+    assert equal(ours.params, theirs.params) and ours.state.keys() == theirs.state.keys()
+    for key in ours.state:
+        torch.testing.assert_close(ours.state[key], theirs.state[key], rtol=1e-5, atol=1e-7, msg=key)

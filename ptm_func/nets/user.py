@@ -107,7 +107,7 @@ def model_from_module(
     """
     label = name or getattr(factory, "__name__", type(factory).__name__)
     template = _build(factory, kwargs, label)
-    dropouts = [n for n, m in template.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    dropouts = _key_the_dropouts(template)
     state_keys = {n for n, _ in template.named_buffers()}
 
     def init(gen: torch.Generator, **_: Any) -> tuple[Params, State]:
@@ -124,8 +124,10 @@ def model_from_module(
         if train and key is None and dropouts:
             raise ValueError(f"{label} uses dropout: training mode needs an explicit `key`")
         new_state = {k: v.clone() for k, v in state.items()}  # BatchNorm updates these in place
-        with _mode(template, train), _keyed_dropout(template, dropouts, key if train else None):
-            out = functional_call(template, {**params, **new_state}, (x,), strict=True)
+        # the i-th dropout's key goes in as its buffer: functional_call, no side effect to trace
+        keys = {f"{n}.{KEY_BUFFER}": _layer_key(key, i, x) for i, n in enumerate(dropouts)}
+        with _mode(template, train):
+            out = functional_call(template, {**params, **new_state, **keys}, (x,), strict=True)
         return out, new_state
 
     spec = ModelSpec(
@@ -196,33 +198,40 @@ def _mode(module: nn.Module, train: bool) -> Iterator[None]:
             m.training = mode
 
 
-@contextlib.contextmanager
-def _keyed_dropout(module: nn.Module, names: list[str], key: Tensor | None) -> Iterator[None]:
-    """The i-th dropout module draws its mask from fold_in(key, i) (per-sample keys as the
-    book's nets: layers.dropout); eval mode (key None) leaves them as they are."""
-    if key is None or not names:
-        yield
-        return
-    found = dict(module.named_modules())
-    for i, name in enumerate(names):
-        m = found[name]
-        # an instance attribute shadows the class's forward until it is deleted below
-        m.forward = _keyed_forward(m, rng.fold_in(key, i))  # pyright: ignore[reportAttributeAccessIssue]
-    try:
-        yield
-    finally:
-        for name in names:
-            del found[name].forward
+KEY_BUFFER = "ptm_key"  # a keyed dropout's key, a non-persistent buffer: in no state_dict
 
 
-def _keyed_forward(m: nn.Module, key: Tensor) -> Callable[[Tensor], Tensor]:
-    p = float(m.p)  # pyright: ignore[reportArgumentType] - every _DropoutNd has a float p
-    channelwise = isinstance(m, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))
+class KeyedDropout(nn.Module):
+    """nn.Dropout or nn.Dropout1d/2d/3d whose mask is a pure function of its key buffer."""
 
-    def forward(x: Tensor) -> Tensor:
-        return keyed_dropout(x, p, key, channelwise=channelwise)
+    def __init__(self, p: float, channelwise: bool):
+        super().__init__()
+        self.p, self.channelwise = p, channelwise
+        self.register_buffer(KEY_BUFFER, torch.zeros((), dtype=torch.int64), persistent=False)
 
-    return forward
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training:
+            return x
+        return keyed_dropout(x, self.p, getattr(self, KEY_BUFFER), channelwise=self.channelwise)
+
+
+def _key_the_dropouts(module: nn.Module) -> list[str]:
+    """Swap each dropout layer of `module` (our own copy) for a KeyedDropout; their names in order."""
+    names = [n for n, m in module.named_modules() if isinstance(m, nn.modules.dropout._DropoutNd)]
+    for name in names:
+        old = module.get_submodule(name)
+        assert isinstance(old, nn.modules.dropout._DropoutNd)
+        parent, _, attr = name.rpartition(".")
+        channelwise = isinstance(old, (nn.Dropout1d, nn.Dropout2d, nn.Dropout3d))
+        setattr(module.get_submodule(parent), attr, KeyedDropout(float(old.p), channelwise))
+    return names
+
+
+def _layer_key(key: Tensor | None, index: int, x: Tensor) -> Tensor:
+    """Layer `index`'s key: fold_in(key, index) (the book's NetDropout's), or a placeholder."""
+    if key is None:  # eval mode: the layers pass their input through
+        return torch.zeros((), dtype=torch.int64, device=x.device)
+    return rng.fold_in(rng.key(key, x.device), index)
 
 
 def keyed_dropout(x: Tensor, p: float, key: Tensor, *, channelwise: bool) -> Tensor:
