@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from ptm_func.catalog import VARIANTS
+from ptm_func.catalog import MODEL_NAMES, VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
@@ -54,9 +54,10 @@ def info(
 
     with friendly_errors():
         training = None
-        if Path(target).is_dir():
+        is_name = target in VARIANTS or target in MODEL_NAMES
+        if Path(target).is_dir() and not is_name:
             raise UsageError(_folder_hint(Path(target)))
-        if target.endswith(".safetensors") or Path(target).is_file():
+        if target.endswith(".safetensors") or (Path(target).is_file() and not is_name):
             ckpt = load_checkpoint(target)
             model, training = ckpt.model, ckpt.training
             given = optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes)

@@ -138,3 +138,18 @@ def test_a_checkpoint_whose_outputs_and_class_names_differ_is_refused(command, i
     assert result.exit_code != 0
     line = one_error_line(result.output)
     assert "its model has 3 outputs but it names 2 classes (airplane, bird)" in line
+
+
+def test_repeated_class_names_are_refused_on_load_and_a_model_name_wins_over_a_folder(
+    image_folder, tmp_path, monkeypatch
+):
+    """The second attack: ["airplane", "airplane", "bird"] was answered by predict; `ptm info net`
+    failed where the working folder held a folder named net."""
+    net = get_model("net", n_classes=3)
+    training = {"classes": ["airplane", "airplane", "bird"], "data": str(image_folder), "config": {"seed": 0}}
+    path = save_checkpoint(tmp_path / "twice.safetensors", net, *net.init(0), training)
+    line = one_error_line(invoke("info", path).output)
+    assert "its class names repeat (airplane, airplane, bird)" in line
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "net").mkdir()
+    assert invoke("info", "net").exit_code == 0

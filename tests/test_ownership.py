@@ -235,3 +235,24 @@ def test_out_naming_a_finished_run_replaces_it_with_a_note(image_folder, tmp_pat
     second = CliRunner().invoke(app, [str(a) for a in args])
     assert second.exit_code == 0
     assert f"ptm: note: {out} holds a run already: this run replaces it" in second.output
+
+
+def test_lock_corner_cases_of_the_second_attack(image_folder, tmp_path, monkeypatch):
+    """A checkpoint named sweep.safetensors trains; a default name in a held sweep folder is
+    refused; a killed writer's hidden temps do not make a folder 'hold files'."""
+    from ptm_func.runs.sweep_run import holds_files
+
+    named = CliRunner().invoke(
+        app, train_args(image_folder, "--epochs", "1", "--out", tmp_path / "x" / "sweep.safetensors")
+    )
+    assert named.exit_code == 0, named.output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "sweep.json").write_text("{}")
+    with owned(tmp_path / "runs"), pytest.raises(OutputInUse, match="runs is being written by pid"):
+        ptm_func.run_training("net", data=image_folder, reporter=ptm_func.Silent(), **TINY)
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    (folder / ".sweep.json.tmp4242").write_text("{")
+    (folder / "sweep.lock").write_text("")
+    assert not holds_files(folder)

@@ -5,6 +5,7 @@ import threading
 
 import numpy as np
 import pytest
+import torch
 
 import ptm_func
 from ptm_func.errors import SettingsError
@@ -91,3 +92,38 @@ def test_numpy_numbers_are_taken_and_recorded_as_python_numbers(image_folder, tm
     assert config.seed == 7 and type(config.seed) is int and type(config.lr) is float
     assert len(read_metrics(out.with_name("n.metrics.jsonl"))) == 1
     assert json.loads(out.with_name("n.run.json").read_text())["config"]["seed"] == 7
+
+
+@pytest.mark.parametrize(
+    "call,needle",
+    [
+        (lambda d: ptm_func.run_training("net", data=d, lr=10**400, **TINY), "lr must be a finite number"),
+        (lambda d: ptm_func.run_training("net", data=d, world="x", **TINY), "world must be a ptm_func World"),
+        (lambda d: ptm_func.run_training(["net"], data=d, **TINY), "the model must be a name, got ['net']"),
+        (lambda d: ptm_func.run_sweep("net", data=d, grid="lr=0.1", **TINY), "grid must be a dict"),
+        (
+            lambda d: ptm_func.run_training("net", data=d, compile_mode="bogus", **TINY),
+            "compile_mode must be",
+        ),
+        (
+            lambda d: ptm_func.run_training("net", data=d, **{**TINY, "device": torch.device("meta")}),
+            "unsupported device 'meta'",
+        ),  # fmt: skip
+    ],
+)
+def test_more_wrong_arguments_are_one_settings_error_before_writing(call, needle, image_folder, tmp_path,
+                                                                   monkeypatch):  # fmt: skip
+    """Issue 28's second attack: huge ints, world, a list as the model, a grid that is no dict,
+    an unknown compile mode, a torch.device ptm cannot use."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError) as caught:  # SettingsError, or DeviceError: both one line
+        call(image_folder)
+    assert needle in str(caught.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_resuming_a_path_that_does_not_exist_makes_no_folder(tmp_path):
+    missing = tmp_path / "no" / "such" / "x.safetensors"
+    with pytest.raises(ptm_func.CheckpointError, match="no checkpoint at"):
+        ptm_func.run_training("net", resume=missing, device="cpu")
+    assert list(tmp_path.iterdir()) == []

@@ -465,3 +465,17 @@ def test_an_mlflow_store_that_cannot_be_opened_is_one_note_at_once(where, small,
     assert time.monotonic() - started < 60 and outcome.result.val_accuracy is not None
     assert len(heard.notes("mlflow")) == 1 and "unable to open database file" in heard.notes("mlflow")[0]
     assert not any(line.startswith("tracking:") for line in heard.lines)  # nothing is tracked
+
+
+def test_an_orphan_whose_output_has_a_quote_is_ended_too(small, tmp_path):
+    """The second attack: a `'` in the output path left the orphan RUNNING (MLflow's filter
+    strings cannot hold one: LIKE with `_`, then an exact match)."""
+    out = tmp_path / "q" / "it's.safetensors"
+    client = MlflowClient()
+    experiment = client.create_experiment(os.environ["MLFLOW_EXPERIMENT_NAME"])
+    output = str((tmp_path / "q" / "it's.tb").resolve())
+    orphan = client.create_run(experiment, run_name="it's", tags={"ptm.output": output}).info.run_id
+    other = client.create_run(experiment, run_name="its", tags={"ptm.output": output.replace("'", "x")})
+    run_training("net", epochs=1, out=out, track="mlflow", reporter=Heard(), **small)
+    assert client.get_run(orphan).info.status == "KILLED"
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another output: untouched

@@ -162,6 +162,8 @@ def load_checkpoint(
     except (UnknownModelError, ValueError) as err:
         raise CheckpointError(f"{path}: cannot rebuild its model: {err}") from None
     check_state_dict(model, tensors, source=str(path))
+    if len(set(classes)) != len(classes):
+        raise CheckpointError(f"{path}: its class names repeat ({', '.join(classes)})")
     if classes and len(classes) != model.n_classes:  # output i is recorded class i: none may lack one
         raise CheckpointError(
             f"{path}: its model has {model.n_classes} outputs but it names {len(classes)} classes "

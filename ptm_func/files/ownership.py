@@ -34,7 +34,9 @@ def lock_path(output: Path) -> Path:
     """runs/net.safetensors -> runs/net.lock; runs/compare.json -> runs/compare.lock (a
     comparison's table, charts and events); a sweep's folder -> FOLDER/sweep.lock"""
     if output.suffix in (".safetensors", ".json"):
-        return output.with_name(output.name.removesuffix(output.suffix) + ".lock")
+        lock = output.with_name(output.name.removesuffix(output.suffix) + ".lock")
+        # a file named sweep.* beside a sweep's lock: another name, or it would hold itself out
+        return lock.with_name(output.name + ".lock") if lock.name == SWEEP_LOCK else lock
     return output / SWEEP_LOCK
 
 
@@ -94,7 +96,10 @@ def first_free(candidates: Iterator[Path], taken: Callable[[Path], bool]) -> Ite
             _release(lock, candidate)
             continue
         try:
-            yield candidate
+            with contextlib.ExitStack() as held:
+                if candidate.suffix == ".safetensors" and _is_sweep_folder(candidate.parent):
+                    held.enter_context(owned(candidate.parent))  # OutputInUse while a sweep holds it
+                yield candidate
         finally:
             _release(lock, candidate)
         return

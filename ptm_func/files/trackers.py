@@ -238,14 +238,15 @@ class _MLflow(Tracker):
     def _end_orphans(self, output: str) -> None:
         """End as KILLED the runs of `output` still RUNNING: a process killed with -9 could not
         end them, and the lock this process holds on `output` says no other one is writing it."""
-        if "'" in output:  # not expressible in MLflow's filter syntax: left as they are
-            return
+        # a quote cannot be written in MLflow's filter strings: LIKE with `_` there, then exact
+        pattern = output.replace("'", "_")
         found = self.client.search_runs(
             [self.experiment],
-            filter_string=f"tags.`{OUTPUT_TAG}` = '{output}' and attributes.status = 'RUNNING'",
+            filter_string=f"tags.`{OUTPUT_TAG}` LIKE '{pattern}' and attributes.status = 'RUNNING'",
         )
         for run in found:
-            self.client.set_terminated(run.info.run_id, KILLED)
+            if run.data.tags.get(OUTPUT_TAG) == output:  # LIKE's `_` and `%` match more
+                self.client.set_terminated(run.info.run_id, KILLED)
 
     def open_group(self, name: str, values: dict[str, Any], output: Path) -> str:
         return self._start(name, values, {"ptm.kind": "group", OUTPUT_TAG: str(output.resolve())})
@@ -344,7 +345,7 @@ def _open_sqlite(uri: str) -> None:
     path = uri.split(":///", 1)[1] if ":///" in uri else ""
     if path in ("", ":memory:"):
         return
-    connection = sqlite3.connect(f"file:{path}?mode=rwc", uri=True, timeout=5)
+    connection = sqlite3.connect(f"file:{urllib.parse.quote(path)}?mode=rwc", uri=True, timeout=5)
     try:
         connection.execute("BEGIN IMMEDIATE")
         version = connection.execute("PRAGMA user_version").fetchone()[0]

@@ -54,6 +54,15 @@ def names_or_none(name: str, value: Any) -> None:
         raise SettingsError(f"{name} must be a list of names, got {_kind(value)}")
 
 
+def check_variant_and_world(variant: Any, world: Any, *, optional: bool = False) -> None:
+    if not (isinstance(variant, str) or (optional and variant is None)):
+        raise SettingsError(f"the model must be a name, got {_kind(variant)}")
+    from ptm_func.training.distributed import World
+
+    if world is not None and not isinstance(world, World):
+        raise SettingsError(f"world must be a ptm_func World or None, got {_kind(world)}")
+
+
 def check_common(
     *,
     out: Any,
@@ -74,6 +83,10 @@ def check_common(
         check_class_names([c.strip() for c in classes])
     if not isinstance(device, (str, torch.device)):
         raise SettingsError(f"device must be 'auto', 'cpu', 'cuda' or a torch.device, got {_kind(device)}")
+    if isinstance(device, torch.device):  # checked as its name would be: no meta, no absent CUDA
+        from ptm_func.training.devices import resolve_device
+
+        resolve_device(str(device))
     whole("checkpoint_every", checkpoint_every)
     if reporter is not None and not isinstance(reporter, Reporter):
         raise SettingsError(f"reporter must be a ptm_func.Reporter, got {_kind(reporter)}")

@@ -32,7 +32,7 @@ from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
-from ptm_func.runs.arguments import check_common, whole
+from ptm_func.runs.arguments import check_common, check_variant_and_world, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
@@ -123,6 +123,9 @@ def run_sweep(
     )  # fmt: skip
     for name, value in (("seeds", seeds), ("seed", seed), ("chunk", chunk)):
         whole(name, value)
+    check_variant_and_world(variant, world, optional=True)
+    if grid is not None and not isinstance(grid, dict):
+        raise SettingsError(f"grid must be a dict of setting -> list of values, got {type(grid).__name__}")
     reporter = reporter or Reporter()
     if checkpoint_every < 0:
         raise SettingsError(f"--checkpoint-every must be >= 0, got {checkpoint_every}")
@@ -145,6 +148,8 @@ def run_sweep(
         classes = plan.spec["classes"]
     else:
         plan = _new_plan(variant, grid or {}, seeds, seed, chunk, out, settings)
+    if plan.folder.suffix in (".safetensors", ".json"):
+        raise SettingsError(f"--out {plan.folder} names a file; a sweep writes a folder (give a folder name)")
     if plan.folder.exists() and not plan.folder.is_dir():
         raise SettingsError(f"{plan.folder} is a file: a sweep writes a folder (give another --out)")
     main = world is None or world.is_main
@@ -375,8 +380,11 @@ def _add_ensembles(rows, results, swept, dataset: Dataset) -> None:
 
 
 def holds_files(folder: Path) -> bool:
-    """Does `folder` hold anything but its lock?"""
-    return folder.exists() and any(p.name != SWEEP_LOCK for p in folder.iterdir())
+    """Does `folder` hold anything but its lock (and the hidden temp files of a write that a
+    kill -9 cut short: .NAME.probePID, .NAME.tmpPID)?"""
+    return folder.exists() and any(
+        p.name != SWEEP_LOCK and not p.name.startswith(".") for p in folder.iterdir()
+    )
 
 
 def numbered_folders(folder: Path) -> Iterator[Path]:

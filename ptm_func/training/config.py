@@ -17,6 +17,7 @@ from ptm_func.nets.registry import Model, get_model, registered_names
 from ptm_func.training.augment import check_augmentations
 from ptm_func.training.optim import SGD
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 SEED_LIMIT = 2**63  # torch.Generator.manual_seed's range
 
 
@@ -86,6 +87,12 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, Real):
                 raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+            try:
+                float(value)
+            except OverflowError:  # 10**400: an int no float holds
+                raise ValueError(
+                    f"{name} must be a finite number, got an int of {len(str(value))} digits"
+                ) from None
             if not isinstance(value, (int, float)):
                 object.__setattr__(self, name, float(value))
         for name in ("nesterov", "shuffle", "eval_train_mode", "compile", "members_vmap", "channels_last"):
@@ -94,8 +101,10 @@ class TrainConfig:
             if not isinstance(value, bool) and not (optional and value is None):
                 allowed = "True, False or None" if optional else "True or False"
                 raise ValueError(f"{name} must be {allowed}, got {value!r} ({type(value).__name__})")
-        if self.compile_mode is not None and not isinstance(self.compile_mode, str):
-            raise ValueError(f"compile_mode must be a torch.compile mode name, got {self.compile_mode!r}")
+        if self.compile_mode is not None and self.compile_mode not in COMPILE_MODES:
+            raise ValueError(
+                f"compile_mode must be one of {', '.join(COMPILE_MODES)}, got {self.compile_mode!r}"
+            )
 
     def validates_after(self, epoch: int) -> bool:
         """Is the val accuracy measured after `epoch` (1-based)? Every eval_every, and the last."""
