@@ -70,7 +70,7 @@ def compare(
             check_writable(path, 1 << 20)
         if json_out.suffix != ".json":
             raise UsageError(f"--json-out must name a .json file, got {json_out}")
-        # one comparison at a time writes its table, charts and events (runs/compare.lock)
+        # one comparison at a time writes this table and its events (runs/compare.lock)
         held.enter_context(owned(json_out, option="--json-out"))
         dev = resolve_device(device)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
