@@ -80,3 +80,18 @@ def test_compile_once_wraps_reduce_overhead_on_cuda_only():
     assert not isinstance(
         compiling.compile_once(lambda *a: a, torch.device("cpu"), "reduce-overhead"), CarriedBuffersStep
     )
+
+
+def test_tied_keys_stay_one_tensor_in_the_buffers():
+    model, config = book_setup("resdeep", epochs=1, batch_size=8, n_blocks=3, tied=True, compile=False)
+    ts = init_train_state(model, config, "cpu")
+    gen = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(8, 3, 32, 32, generator=gen), torch.randint(0, 2, (8,), generator=gen)
+    rest = (
+        step_hyperparameters([config], torch.device("cpu")),
+        images,
+        labels,
+        rng.fold_in(rng.key(0, "cpu"), torch.arange(8)),
+    )
+    params, *_ = CarriedBuffersStep(make_step(model))(ts.params, ts.state, ts.opt_state, *rest)
+    assert params["resblocks.2.conv.weight"] is params["resblocks.0.conv.weight"]

@@ -61,7 +61,11 @@ class CarriedBuffersStep:
                 return self.buffers
         if not all(isinstance(leaf, Tensor) for leaf in leaves):
             raise TypeError("a CUDA-graphed step carries tensors only")
-        self._leaves = [_static_clone(leaf) for leaf in leaves]
+        clones: dict[int, Tensor] = {}  # tied keys (resdeep's one block) stay one tensor
+        for leaf in leaves:
+            if id(leaf) not in clones:
+                clones[id(leaf)] = _static_clone(leaf)
+        self._leaves = [clones[id(leaf)] for leaf in leaves]
         self._spec = spec
         buffers = pytree.tree_unflatten(self._leaves, spec)
         self.buffers = buffers
