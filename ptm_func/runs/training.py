@@ -25,7 +25,7 @@ from ptm_func.data.sources import load_dataset
 from ptm_func.errors import CheckpointError, RecordError, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes, save_or_rescue
-from ptm_func.files.ownership import first_free, lock_path, owned
+from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_path_used
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.files.tracking import Tracking, check_trackers
@@ -140,7 +140,7 @@ def run_training(
     main = world is None or world.is_main  # the rank that prints and writes
     with contextlib.ExitStack() as held:  # one process at a time writes an output
         if main and resume is not None:  # before reading it: a save in flight is not ours to finish
-            if not Path(resume).exists() and not lock_path(Path(resume)).exists():  # the lock makes folders
+            if not Path(resume).parent.is_dir():  # the lock would make its folders; nothing is there
                 raise CheckpointError(f"no checkpoint at {resume}")
             held.enter_context(owned(Path(resume)))
         plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
