@@ -3,14 +3,15 @@
     model = model_from_functions(init, apply, name="mine")          # init(gen) / apply(...)
     model = model_from_module(MyNet, n_chans=8)                     # any nn.Module class
     @register_model("mine")                                         # get_model("mine", ...)
-    def mine(n_chans=8, n_classes=2): return model_from_module(MyNet, n_chans=n_chans, n_classes=n_classes)
+    def mine(n_chans=8, n_classes=2):
+        return model_from_module(MyNet, n_chans=n_chans, n_classes=n_classes)
 
 What ptm needs of a model is registry.ModelSpec. An nn.Module runs through
 torch.func.functional_call: its parameters are the params, its buffers the state (BatchNorm's
-running statistics come back as the new state, nothing is mutated); its dropout layers draw
-keyed masks (layers.dropout, fold_in(key, i) for the i-th dropout module), as the book's nets
-do, so runs are reproducible and resume bit for bit. The number of outputs is read off one
-probe image.
+running statistics come back as the new state, nothing is mutated); its dropout layers are
+swapped, in ptm's own copy, for KeyedDropout layers whose masks come from fold_in(key, i) for
+the i-th of them, as the book's nets draw theirs, so runs are reproducible and resume bit for
+bit. The number of outputs is read off one probe image.
 """
 
 from __future__ import annotations
