@@ -32,7 +32,7 @@ SPEC_NAME = "sweep.json"  # a sweep folder's description (runs/sweep.py)
 
 def lock_path(output: Path) -> Path:
     """runs/net.safetensors -> runs/net.lock; runs/compare.json -> runs/compare.lock (a
-    comparison's table, charts and events); a sweep's folder -> FOLDER/sweep.lock"""
+    comparison's table and events; its chart is another output); a sweep's folder -> FOLDER/sweep.lock"""
     if output.suffix in (".safetensors", ".json"):
         lock = output.with_name(output.name.removesuffix(output.suffix) + ".lock")
         # a file named sweep.* beside a sweep's lock: another name, or it would hold itself out
