@@ -14,11 +14,11 @@ if TYPE_CHECKING:
     from ptm_func.reports.selfcheck import CheckReport
 
 from .errors import UsageError, friendly_errors
-from .options import Device, NBlocks, Tied
+from .options import YOUR_MODEL, Device, ModelArgs, NBlocks, Tied, model_args
 
 
 def check_command(
-    model: str = typer.Argument("net", help=f"One of: {', '.join(TRAINABLE_NAMES)}, or all."),
+    model: str = typer.Argument("net", help=f"One of: {', '.join(TRAINABLE_NAMES)}, or all; {YOUR_MODEL}."),
     device: str = Device,
     steps: int = typer.Option(3, help="Train steps per variant."),
     batch_size: int = typer.Option(16, help="Images per step (random data)."),
@@ -29,6 +29,7 @@ def check_command(
     ),
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    model_arg: list[str] | None = ModelArgs,
     as_json: bool = typer.Option(False, "--json", help="Print the reports as JSON on stdout."),
 ):
     """Check that compiled and vmapped steps agree with eager, here.
@@ -47,14 +48,23 @@ def check_command(
     Example: ptm check net --device cpu
 
     Example: ptm check all --device cuda --json
+
+    Example: ptm check examples/kernels.py:KernelNet --model-arg kernel=(5,5)   (your own model)
     """
     from ptm_func.files import jsonio
+    from ptm_func.nets.references import is_reference, use_model
+    from ptm_func.nets.registry import is_known_model
     from ptm_func.reports.selfcheck import check
     from ptm_func.training.devices import resolve_device
 
     with friendly_errors():
-        if model != "all" and model not in TRAINABLE_NAMES:
-            raise UsageError(f"unknown model {model!r}; choose one of: {', '.join(TRAINABLE_NAMES)}, all")
+        if is_reference(model) or model not in (*TRAINABLE_NAMES, "all"):
+            model = use_model(model)  # FILE.py:ATTR, module:ATTR, an installed name
+            if not is_known_model(model):
+                raise UsageError(
+                    f"unknown model {model!r}; choose one of: {', '.join(TRAINABLE_NAMES)}, all, or your "
+                    "own (FILE.py:ATTR, module:ATTR)"
+                )
         if steps < 1 or batch_size < 1:
             raise UsageError("--steps and --batch-size must be >= 1")
         if not 0 < tolerance < 1:  # inf or nan would make a check that cannot fail
@@ -63,6 +73,9 @@ def check_command(
         options = {k: v for k, v in {"n_blocks": n_blocks, "tied": tied}.items() if v is not None}
         if options and model != "resdeep":
             raise UsageError("--n-blocks and --tied/--untied are for resdeep")
+        if model_arg and model in (*TRAINABLE_NAMES, "all"):
+            raise UsageError("--model-arg is for your own model (FILE.py:ATTR); the book's take none")
+        options.update(model_args(model_arg))
         reports = []
         for name in TRAINABLE_NAMES if model == "all" else [model]:
             if not as_json:

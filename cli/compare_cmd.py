@@ -14,13 +14,25 @@ from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.text import printable
 
 from .errors import UsageError, friendly_errors
-from .options import Augment, Classes, DataSource, Device, Track, note, parse_augment, parse_classes
+from .options import (
+    YOUR_MODEL,
+    Augment,
+    Classes,
+    DataSource,
+    Device,
+    ModelArgs,
+    Track,
+    model_args,
+    note,
+    parse_augment,
+    parse_classes,
+)
 from .progress import TrainingProgress
 
 
 def compare(
     models: list[str] | None = typer.Argument(
-        None, help=f"Variants to train (default: all of {', '.join(TRAINABLE_NAMES)})."
+        None, help=f"Variants to train (default: all of {', '.join(TRAINABLE_NAMES)}); {YOUR_MODEL}."
     ),
     data: str | None = DataSource,
     classes: str | None = Classes,
@@ -32,6 +44,7 @@ def compare(
         False, "--book-quirks", help="Unshuffled training, validation in train mode."
     ),
     augment: str | None = Augment,
+    model_arg: list[str] | None = ModelArgs,
     track: str | None = Track,
     json_out: Path = typer.Option(
         Path("runs/compare.json"),
@@ -50,6 +63,8 @@ def compare(
     train vs val accuracy, and every variant's learning curves.
 
     Example: ptm compare net width l2 --epochs 20
+
+    Example: ptm compare net examples/kernels.py:KernelNet --model-arg kernel=(5,5) --epochs 20
     """
     with contextlib.ExitStack() as held, friendly_errors():
         from ptm_func.data.sources import load_dataset
@@ -60,8 +75,9 @@ def compare(
         from ptm_func.training.devices import resolve_device
 
         overrides, plans = plan_comparison(
-            list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks, parse_augment(augment)
-        )
+            list(models or TRAINABLE_NAMES), epochs, seed, resdeep_blocks, book_quirks,
+            parse_augment(augment), model_args(model_arg),
+        )  # fmt: skip
         tracking = open_tracking(track, note)  # TensorBoard: runs/compare.tb/VARIANT beside the JSON
         curves = chart.with_name(f"{chart.stem}-curves.png")
         if chart.suffix != ".png":

@@ -11,7 +11,22 @@ from ptm_func.catalog import MODEL_NAMES, VARIANTS
 from ptm_func.text import names, printable
 
 from .errors import UsageError, friendly_errors
-from .options import MODEL_HELP, Device, NBlocks, NChans1, NClasses, Tied, build_model, note, optional
+from .options import (
+    MODEL_HELP,
+    YOUR_MODEL,
+    Device,
+    ModelArgs,
+    ModelRef,
+    NBlocks,
+    NChans1,
+    NClasses,
+    Tied,
+    build_model,
+    model_args,
+    note,
+    optional,
+    use_model_ref,
+)
 
 
 def _folder_hint(folder: Path) -> str:
@@ -27,14 +42,18 @@ def _folder_hint(folder: Path) -> str:
 
 
 def info(
-    target: str = typer.Argument(..., help=MODEL_HELP + " Or a .safetensors checkpoint."),
+    target: str | None = typer.Argument(
+        None, help=f"{MODEL_HELP[:-1]}; {YOUR_MODEL}. Or a .safetensors checkpoint. None: list the models."
+    ),
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
     n_classes: int | None = NClasses,
+    model_arg: list[str] | None = ModelArgs,
+    model: str | None = ModelRef,
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON on stdout."),
 ):
-    """Show a model's parameter tensors, shapes, counts and total.
+    """Show a model's parameter tensors, shapes, counts and total; with no model, list them all.
 
     A checkpoint also shows how it was trained (epochs, accuracies, data).
 
@@ -43,23 +62,30 @@ def info(
     Example: ptm info net --n-classes 10
 
     Example: ptm info runs/net-seed123.safetensors
+
+    Example: ptm info examples/kernels.py:KernelNet --model-arg kernel=(1,3)
     """
     from rich.console import Console
     from rich.table import Table
 
     from ptm_func.files import jsonio
     from ptm_func.files.checkpoint import load_checkpoint
+    from ptm_func.nets.references import use_model
     from ptm_func.reports.summary import parameter_summary
     from ptm_func.research.members import nonfinite_problem
 
+    if target is None:
+        _list_models(as_json)
+        return
     with friendly_errors():
         training = None
         is_name = target in VARIANTS or target in MODEL_NAMES
         if Path(target).is_dir() and not is_name:
             raise UsageError(_folder_hint(Path(target)))
         if target.endswith(".safetensors") or (Path(target).is_file() and not is_name):
+            use_model_ref(model)
             ckpt = load_checkpoint(target)
-            model, training = ckpt.model, ckpt.training
+            net, training = ckpt.model, ckpt.training
             given = optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes)
             if given:
                 options = ", ".join("--" + k.replace("_", "-") for k in given)
@@ -69,8 +95,8 @@ def info(
                 note(f"{problem}: ptm eval and ptm predict refuse it")
         else:
             name = VARIANTS.get(target, (target, {}))[0]  # l2 -> net
-            model = build_model(name, n_chans1, n_blocks, tied, n_classes)
-        summary = parameter_summary(model)
+            net = build_model(use_model(name), n_chans1, n_blocks, tied, n_classes, **model_args(model_arg))
+        summary = parameter_summary(net)
     if training is not None:
         summary["training"] = training
     if as_json:
@@ -90,6 +116,23 @@ def info(
         console.print(f"{summary['tied_keys']} more state_dict keys alias the shared block (tied)")
     if training:
         console.print(_training_line(training), soft_wrap=True, highlight=False, markup=False)
+
+
+def _list_models(as_json: bool) -> None:
+    """The book's models and those installed packages add (named, not imported)."""
+    from ptm_func.files import jsonio
+    from ptm_func.nets.references import ENTRY_POINT_GROUP, installed
+    from ptm_func.nets.registry import get_model
+
+    added = {name: ep.value for name, ep in installed().items()}
+    if as_json:
+        typer.echo(jsonio.dumps({"book": list(MODEL_NAMES), "installed": added}, indent=2))
+        return
+    for name in MODEL_NAMES:
+        typer.echo(f"{name:<10} {get_model(name).summary}")
+    for name, value in added.items():
+        typer.echo(f"{printable(name):<10} installed: {printable(value)} (entry point {ENTRY_POINT_GROUP})")
+    typer.echo(f"your own: ptm info FILE.py:ATTR (or package.module:ATTR); {len(added)} installed")
 
 
 def _training_line(training: dict) -> str:
@@ -119,6 +162,7 @@ def predict(
         help="Use every finished seed of the checkpoint's grid point in its sweep (or --replicas) folder.",
     ),
     device: str = Device,
+    model: str | None = ModelRef,
     as_json: bool = typer.Option(False, "--json", help="Print the predictions as JSON on stdout."),
 ):
     """Classify images: the class name and its probability per image (with more than two classes,
@@ -145,6 +189,7 @@ def predict(
             raise UsageError("give CHECKPOINT... IMAGE...: checkpoints (.safetensors) first, then images")
         if ensemble:
             checkpoints = [member for path in checkpoints for member in ensemble_paths(path)]
+        use_model_ref(model)
         loaded = load_ensemble(checkpoints, resolve_device(device))
         for path, ckpt in zip(checkpoints, loaded, strict=True):
             require_finite(ckpt, path)

@@ -20,6 +20,48 @@ Tied = typer.Option(
 )
 
 
+YOUR_MODEL = (
+    "or your own: FILE.py:ATTR or package.module:ATTR (an nn.Module class, or a function that returns "
+    "one or a ptm Model), or a name an installed package adds"
+)
+ModelArgs = typer.Option(
+    None,
+    "--model-arg",
+    help="KEY=VALUE for your own model's class or factory, repeatable. VALUE is a Python literal "
+    "(5, 0.5, True, None, (5, 5)) or else a string; recorded in the checkpoint. "
+    "E.g. --model-arg kernel=(5,5)",
+)
+ModelRef = typer.Option(
+    None,
+    "--model",
+    help="A checkpoint of your own model needs its reference given again (FILE.py:ATTR or "
+    "package.module:ATTR, as trained): ptm never imports code that a checkpoint names.",
+)
+
+
+def use_model_ref(ref: str | None) -> None:
+    """Import and register the model --model names (nothing for None)."""
+    if ref is not None:
+        from ptm_func.nets.references import use_model
+
+        use_model(ref)
+
+
+def model_args(pairs: list[str] | None) -> dict:
+    """--model-arg KEY=VALUE pairs as keyword arguments."""
+    from ptm_func.nets.references import parse_model_args
+
+    return parse_model_args(pairs)
+
+
+ChannelsLast = typer.Option(
+    None,
+    "--channels-last/--no-channels-last",
+    help="Train on channels-last images (default: on CPU, for every model that runs on them: the same "
+    "logits up to rounding; a forward that `.view`s its features needs NCHW and gets it, with a note).",
+)
+
+
 DataSource = typer.Option(
     None,
     "--data",
@@ -79,12 +121,18 @@ def note(message: str) -> None:
 
 
 def build_model(
-    name: str, n_chans1: int | None, n_blocks: int | None, tied: bool | None, n_classes: int | None = None
+    name: str,
+    n_chans1: int | None,
+    n_blocks: int | None,
+    tied: bool | None,
+    n_classes: int | None = None,
+    **options,
 ):
     """Look up `name` with only the options the user actually gave."""
     from ptm_func.nets.registry import get_model
 
-    return get_model(name, **optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes))
+    given = optional(n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, n_classes=n_classes)
+    return get_model(name, **given, **options)
 
 
 def optional(**given):

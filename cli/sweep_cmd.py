@@ -14,14 +14,17 @@ from .errors import UsageError, friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import (
     Augment,
+    ChannelsLast,
     Classes,
     DataSource,
     Device,
+    ModelArgs,
     NBlocks,
     NChans1,
     Tied,
     Track,
     as_json_option,
+    model_args,
     optional,
     parse_augment,
     parse_classes,
@@ -75,9 +78,11 @@ def sweep_command(
     checkpoint_every: int = sweep_options.CheckpointEvery,
     compile: bool | None = sweep_options.Compile,
     vmap: bool | None = sweep_options.Vmap,
+    channels_last: bool | None = ChannelsLast,
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    model_arg: list[str] | None = ModelArgs,
     track: str | None = Track,
     augment: str | None = Augment,
     as_json: bool = as_json_option("Print every member's result as JSON on stdout."),
@@ -95,6 +100,8 @@ def sweep_command(
     Example: ptm sweep --resume runs/sweep-net
 
     Example: ptm sweep net --lr 0.003,0.01,0.03,0.1 --seeds 2 --nproc 2   (members split over 2 workers)
+
+    Example: ptm sweep examples/kernels.py:KernelNet --model-arg kernel=(1,3) --seeds 3   (your own)
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
@@ -111,6 +118,7 @@ def sweep_command(
             epochs=epochs, batch_size=batch_size, eval_every=eval_every, compile=compile, members_vmap=vmap,
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, augment=parse_augment(augment),
         )  # fmt: skip
+        settings.update(model_args(model_arg), **optional(channels_last=channels_last))
         report = run_sweep(
             model, grid=grid, seeds=seeds, seed=seed, resume=resume, out=out, chunk=chunk, data=data,
             classes=parse_classes(classes), device=device, checkpoint_every=checkpoint_every,
@@ -119,13 +127,20 @@ def sweep_command(
     if report.interrupted:
         typer.echo(
             f"ptm: interrupted; every member of the chunk is saved in {report.folder}. "
-            f"Resume with: ptm sweep --resume {report.folder}",
+            f"Resume with: ptm sweep {_given_again(model)}--resume {report.folder}",
             err=True,
         )
         raise typer.Exit(128 + report.signal)
     if report.main:
         with friendly_errors():
             _print_report(report, as_json)
+
+
+def _given_again(model: str | None) -> str:
+    """A user's model is given again on resume (ptm imports no code a file names)."""
+    from ptm_func.catalog import TRAINABLE_NAMES
+
+    return "" if model is None or model in TRAINABLE_NAMES else f"{model} "
 
 
 def _folder(arguments: dict) -> Path | None:
@@ -137,7 +152,9 @@ def _folder(arguments: dict) -> Path | None:
         return None
     if model is None:
         raise UsageError("give a MODEL to sweep (or --resume FOLDER)")
-    folder = out or unused_folder(Path("runs") / f"sweep-{model}")
+    from ptm_func.nets.references import use_model
+
+    folder = out or unused_folder(Path("runs") / f"sweep-{use_model(model)}")
     if folder.exists() and not folder.is_dir():
         raise UsageError(f"{folder} is a file: a sweep writes a folder (give another --out)")
     if holds_files(folder):

@@ -6,7 +6,13 @@ import typer
 
 from ptm_func.catalog import TRAINABLE_NAMES
 
-Model = typer.Argument(None, help=f"One of: {', '.join(TRAINABLE_NAMES)}. Not with --resume.")
+from .options import YOUR_MODEL
+
+Model = typer.Argument(
+    None,
+    help=f"One of: {', '.join(TRAINABLE_NAMES)}; {YOUR_MODEL}. "
+    "With --resume: only your own model, given again.",
+)
 Lr = typer.Option(
     None,
     help="Learning rates to sweep, comma-separated: every list option works so (one value fixes it). "

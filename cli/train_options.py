@@ -6,7 +6,11 @@ import typer
 
 from ptm_func.catalog import TRAINABLE_NAMES
 
-Model = typer.Argument(..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty).")
+from .options import YOUR_MODEL
+
+Model = typer.Argument(
+    ..., help=f"One of: {', '.join(TRAINABLE_NAMES)} (l2 is Net with the L2 penalty); {YOUR_MODEL}."
+)
 
 Epochs = typer.Option(None, help="Epochs (book: 100). With --resume: the new total.")
 EvalEvery = typer.Option(

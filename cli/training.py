@@ -14,18 +14,23 @@ from .errors import friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import (
     Augment,
+    ChannelsLast,
     Classes,
     DataSource,
     Device,
+    ModelArgs,
+    ModelRef,
     NBlocks,
     NChans1,
     Tied,
     Track,
     as_json_option,
+    model_args,
     note,
     optional,
     parse_augment,
     parse_classes,
+    use_model_ref,
 )
 from .progress import TrainingProgress
 
@@ -51,11 +56,13 @@ def train(
     replicas: int = train_options.Replicas,
     nproc: int = train_options.Nproc,
     compile: bool | None = train_options.Compile,
+    channels_last: bool | None = ChannelsLast,
     book_quirks: bool = train_options.BookQuirks,
     augment: str | None = Augment,
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    model_arg: list[str] | None = ModelArgs,
     track: str | None = Track,
     as_json: bool = as_json_option("Print a JSON summary on stdout."),
 ):
@@ -76,6 +83,8 @@ def train(
     Example: ptm train net --epochs 20 --track tensorboard   (then: tensorboard --logdir runs)
 
     Example: ptm train res --data cifar10 --classes all --augment flip,crop   (ten classes, augmented)
+
+    Example: ptm train examples/kernels.py:KernelNet --model-arg kernel=(5,5)   (your own nn.Module)
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
@@ -89,6 +98,7 @@ def train(
             l2_lambda=l2, l1_lambda=l1, seed=seed, compile=compile, eval_every=eval_every,
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, augment=parse_augment(augment),
         )  # fmt: skip
+        settings.update(model_args(model_arg), **optional(channels_last=channels_last))
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
@@ -96,12 +106,12 @@ def train(
         )  # fmt: skip
     with friendly_errors():
         if hasattr(outcome, "report"):  # --replicas (a ReplicasOutcome)
-            _print_replicas(outcome, as_json)
+            _print_replicas(outcome, as_json, model)
         else:
-            _print_run(outcome, as_json)
+            _print_run(outcome, as_json, model)
 
 
-def _print_run(outcome, as_json: bool) -> None:
+def _print_run(outcome, as_json: bool, given: str) -> None:
     """The result, or how the run stopped; the exit code says which."""
     result, saved_to, failure = outcome.result, outcome.checkpoint, outcome.save_failed
     if failure:
@@ -122,7 +132,7 @@ def _print_run(outcome, as_json: bool) -> None:
     if result.interrupted:
         typer.echo(
             f"ptm: interrupted at {outcome.position}; checkpoint saved to {saved_to}. "
-            f"Resume with: ptm train {outcome.variant} --resume {saved_to}",
+            f"Resume with: ptm train {given} --resume {saved_to}",
             err=True,
         )
         raise typer.Exit(128 + outcome.signal)
@@ -136,13 +146,13 @@ def _print_run(outcome, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
-def _print_replicas(outcome, as_json: bool) -> None:
+def _print_replicas(outcome, as_json: bool, given: str) -> None:
     """Each replica, the mean +/- std and the ensemble; or how the run stopped."""
     folder = outcome.folder
     if outcome.interrupted:
         typer.echo(
             f"ptm: interrupted; every replica is saved in {folder}. "
-            f"Resume with: ptm train {outcome.variant} --resume {folder}",
+            f"Resume with: ptm train {given} --resume {folder}",
             err=True,
         )
         raise typer.Exit(128 + outcome.signal)
@@ -192,6 +202,7 @@ def evaluate_checkpoint(
     ),
     classes: str | None = typer.Option(None, "--classes", help="Default: the classes it was trained on."),
     device: str = Device,
+    model: str | None = ModelRef,
     as_json: bool = as_json_option("Print the result as JSON on stdout."),
 ):
     """Report train and val accuracy of a checkpoint (eval mode), or of several and their ensemble.
@@ -201,8 +212,11 @@ def evaluate_checkpoint(
     Example: ptm eval runs/net-seed123.safetensors
 
     Example: ptm eval runs/sweep-dropout/dropout-seed12{3,4,5}.safetensors --json   (an ensemble)
+
+    Example: ptm eval runs/KernelNet-seed123.safetensors --model examples/kernels.py:KernelNet
     """
     with friendly_errors():
+        use_model_ref(model)
         from ptm_func.reports.scores import score_checkpoints
 
         result = score_checkpoints(checkpoints, data, parse_classes(classes), device, notify=note)

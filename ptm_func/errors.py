@@ -22,6 +22,11 @@ class ModelConfigError(ValueError):
     """A config option the model does not take, or a size out of its range."""
 
 
+class ModelReferenceError(ModelConfigError):
+    """A model reference (FILE.py:ATTR, package.module:ATTR, an installed name) that cannot be
+    used, or a checkpoint of a user's model loaded without its reference given again."""
+
+
 class DataError(ValueError):
     """The data could not be found, fetched or read; the message says what to do."""
 

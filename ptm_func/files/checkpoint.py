@@ -21,10 +21,11 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ptm_func.errors import CheckpointError, UnknownModelError
+from ptm_func.errors import CheckpointError, ModelReferenceError, UnknownModelError
 from ptm_func.files import atomic, jsonio
 from ptm_func.nets.layers import Params, State
-from ptm_func.nets.registry import Model, get_model
+from ptm_func.nets.registry import Model, get_model, is_known_model, reference_of_model
+from ptm_func.text import printable
 from ptm_func.version import version
 
 FORMAT = "ptm_func"
@@ -59,6 +60,8 @@ def checkpoint_content(
         "config": json.dumps(model.config),
         "training": jsonio.dumps(training),
     }
+    if not model.builtin:  # how to give it again: text only, never imported from here
+        metadata["reference"] = reference_of_model(model.name)
     return tensors, metadata
 
 
@@ -157,6 +160,7 @@ def load_checkpoint(
     if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
         raise CheckpointError(f"{path}: its class names are not a list of strings")
     _check_blocks_fit(config, tensors, path)
+    _check_model_known(metadata, path)
     try:
         model = get_model(metadata["model"], **config)
     except (UnknownModelError, ValueError) as err:
@@ -171,6 +175,21 @@ def load_checkpoint(
         )
     params, state = model.split(tensors)
     return Checkpoint(model, params, state, training)
+
+
+def _check_model_known(metadata: dict[str, str], path) -> None:
+    """A user's model must be given (registered, --model REF, or installed) before its checkpoint
+    loads: ptm never imports the code a file names (a crafted file could name any)."""
+    name = metadata["model"]
+    if is_known_model(name):
+        return
+    reference = metadata.get("reference")
+    if not reference:
+        return  # get_model says the name is unknown
+    raise ModelReferenceError(
+        f"{path} holds {printable(name)!r}, a model of your own ({printable(reference)}); ptm never "
+        f"imports code a checkpoint names: give it again, e.g. --model {printable(reference)}"
+    )
 
 
 def json_object(metadata: dict[str, str], key: str, path) -> dict[str, Any]:

@@ -23,7 +23,8 @@ class ModelSpec:
     state)`; `apply(params, state, x, *, train, key, **apply_options) -> (logits, new_state)`;
     an nn.Module twin `module(**config)` if it has one; `aliases(**config)`: state_dict keys
     that share another key's tensor (alias -> owner); `head`: the parameter whose rows are the
-    outputs, one per class (`HEAD.weight`); `eager_on_cpu`: compiling does not pay on a CPU."""
+    outputs, one per class (`HEAD.weight`); `eager_on_cpu`: compiling does not pay on a CPU;
+    `channels_last`: its apply takes channels-last images (a `.view` of the features does not)."""
 
     init: Callable[..., tuple[Params, State]]
     apply: Callable[..., tuple[Tensor, State]]
@@ -35,6 +36,7 @@ class ModelSpec:
     aliases: Callable[..., dict[str, str]] | None = None
     head: str = "fc2"
     eager_on_cpu: bool = False
+    channels_last: bool = True
 
 
 _Spec = ModelSpec  # the book's eight, below
@@ -139,6 +141,11 @@ class Model:
         return self._spec.eager_on_cpu
 
     @property
+    def takes_channels_last(self) -> bool:
+        """Does apply run (the same) on channels-last images? The book's eight do."""
+        return self._spec.channels_last
+
+    @property
     def book_class(self) -> str:
         return self._spec.book_class
 
@@ -150,6 +157,15 @@ class Model:
     def n_classes(self) -> int:
         """The outputs of the head, one per class (the book's 2)."""
         return self.config["n_classes"]
+
+    @property
+    def outputs_fixed(self) -> bool:
+        """A user's model whose factory takes no n_classes: its outputs are what they are."""
+        if self.builtin:
+            return False
+        from ptm_func.nets.user import outputs_adjustable
+
+        return not outputs_adjustable(self)
 
     def with_classes(self, n_classes: int) -> Model:
         """This model with `n_classes` outputs (only the head's shape changes)."""
@@ -215,7 +231,9 @@ def get_model(name: str, **config: Any) -> Model:
         if factory is not None:
             return factory(**config)
         known = ", ".join([*MODEL_NAMES, *registered_names()])
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}")
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {known}, or give your own as FILE.py:ATTR or module:ATTR"
+        )
     spec = _SPECS[name]
     unknown = set(config) - set(spec.defaults)
     if unknown:
@@ -231,10 +249,27 @@ def get_model(name: str, **config: Any) -> Model:
     return Model(name, config)
 
 
-def registered_names() -> list[str]:
+def is_known_model(name: str) -> bool:
+    """The book's, registered in this process, or installed (an entry point: nothing imported)."""
+    from ptm_func.nets.references import installed
     from ptm_func.nets.user import REGISTERED
 
-    return sorted(REGISTERED)
+    return name in _SPECS or name in REGISTERED or name in installed()
+
+
+def reference_of_model(name: str) -> str:
+    """How a user's model was given (FILE.py:ATTR, module:ATTR, an installed name), or ""."""
+    from ptm_func.nets.user import REFERENCES
+
+    return REFERENCES.get(name, "")
+
+
+def registered_names() -> list[str]:
+    """Users' models get_model knows: registered in this process, or installed."""
+    from ptm_func.nets.references import installed
+    from ptm_func.nets.user import REGISTERED
+
+    return sorted(set(REGISTERED) | set(installed()))
 
 
 def _to(tensors: dict[str, Tensor], device) -> dict[str, Tensor]:

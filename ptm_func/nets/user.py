@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -31,6 +34,7 @@ from ptm_func.nets.layers import Params, State
 from ptm_func.nets.registry import Model, ModelSpec
 
 REGISTERED: dict[str, Callable[..., Model]] = {}
+REFERENCES: dict[str, str] = {}  # name -> how to give it again (FILE.py:ATTR, module:ATTR), recorded
 PROBE = (1, 3, 32, 32)  # one CIFAR image
 
 
@@ -44,6 +48,7 @@ def register_model(name: str) -> Callable[[Callable[..., Model]], Callable[..., 
 
     def decorate(factory: Callable[..., Model]) -> Callable[..., Model]:
         REGISTERED[name] = factory
+        REFERENCES[name] = reference_of(factory)
         return factory
 
     return decorate
@@ -51,13 +56,18 @@ def register_model(name: str) -> Callable[[Callable[..., Model]], Callable[..., 
 
 def registered(name: str) -> Callable[..., Model] | None:
     """`get_model`'s way to a registered factory: its options checked, its result a Model named `name`."""
-    factory = REGISTERED.get(name)
-    if factory is None:
-        return None
+    if name not in REGISTERED:
+        from ptm_func.nets.references import use_installed
 
-    takes_classes = "n_classes" in inspect.signature(factory).parameters
+        if not use_installed(name):  # a package's entry point, if one adds `name`
+            return None
+    factory = REGISTERED[name]
+    takes_classes = outputs_adjustable(Model(name))
 
     def build(**options: Any) -> Model:
+        from ptm_func.nets.references import recordable
+
+        options = {k: recordable(k, v) for k, v in options.items()}  # as a checkpoint gives them back
         asked = None if takes_classes else options.pop("n_classes", None)  # recorded, not an option
         try:
             model = factory(**options)
@@ -70,6 +80,17 @@ def registered(name: str) -> Callable[..., Model] | None:
         return Model(name, {**options, "n_classes": model.n_classes}, model.spec)
 
     return build
+
+
+def reference_of(factory: Callable[..., Any]) -> str:
+    """How to name `factory` again: module:qualname, or FILE.py:qualname for a script's."""
+    module = getattr(factory, "__module__", None) or "?"
+    qualname = getattr(factory, "__qualname__", getattr(factory, "__name__", "?"))
+    file = getattr(sys.modules.get(module), "__file__", None)
+    if file and (module == "__main__" or module.startswith("ptm_user_")):  # a script, a FILE.py ref
+        path = Path(file).resolve()
+        module = str(path.relative_to(Path.cwd())) if path.is_relative_to(Path.cwd()) else str(path)
+    return f"{module}:{qualname}"
 
 
 def model_from_functions(
@@ -122,12 +143,12 @@ def model_from_module(
         )
 
     def apply(params: Params, state: State, x: Tensor, *, train: bool, key=None, **_: Any):
-        if train and key is None and dropouts:
-            raise ValueError(f"{label} uses dropout: training mode needs an explicit `key`")
+        """Training mode without a key: BatchNorm trains, dropout is off (as recompute_running_stats
+        wants); the training loop always gives one."""
         new_state = {k: v.clone() for k, v in state.items()}  # BatchNorm updates these in place
         # the i-th dropout's key goes in as its buffer: functional_call, no side effect to trace
         keys = {f"{n}.{KEY_BUFFER}": _layer_key(key, i, x) for i, n in enumerate(dropouts)}
-        with _mode(template, train):
+        with _mode(template, train, dropout=key is not None):
             out = functional_call(template, {**params, **new_state, **keys}, (x,), strict=True)
         return out, new_state
 
@@ -143,10 +164,18 @@ def model_from_module(
     return _with_outputs(Model(label, dict(kwargs), spec))
 
 
+def outputs_adjustable(model: Model) -> bool:
+    """Can a user's model be built with any number of outputs (its factory takes n_classes)?"""
+    factory = REGISTERED.get(model.name)
+    try:
+        return factory is not None and "n_classes" in inspect.signature(factory).parameters
+    except (TypeError, ValueError):  # no signature to read
+        return False
+
+
 def with_classes(model: Model, n_classes: int) -> Model:
     """A user model with another number of outputs: its factory's `n_classes`, if it takes one."""
-    factory = REGISTERED.get(model.name)
-    if factory is not None and "n_classes" in inspect.signature(factory).parameters:
+    if outputs_adjustable(model):
         build = registered(model.name)
         assert build is not None
         return build(**{**model.config, "n_classes": n_classes})
@@ -157,10 +186,12 @@ def with_classes(model: Model, n_classes: int) -> Model:
 
 
 def _with_outputs(model: Model) -> Model:
-    """The model with its number of outputs in its config, read off one probe image."""
+    """The model with its number of outputs in its config, read off one probe image, and
+    whether it runs on channels-last images (ModelSpec.channels_last), read off another."""
     params, state = model.init(0)
+    image = torch.rand(PROBE, generator=torch.Generator().manual_seed(0))
     try:
-        logits, _ = model.apply(params, state, torch.zeros(PROBE), train=False)
+        logits, _ = model.apply(params, state, image, train=False)
     except Exception as err:  # noqa: BLE001 - any failure of user code is one line
         raise ModelConfigError(
             f"{model.name} fails on a 3x32x32 image: {type(err).__name__}: {err}"
@@ -170,7 +201,20 @@ def _with_outputs(model: Model) -> Model:
         raise ModelConfigError(
             f"{model.name} must give (N, classes) logits with 2 or more classes, got {shape}"
         )
-    return Model(model.name, {**model.config, "n_classes": int(logits.shape[1])}, model.spec)
+    assert model.spec is not None
+    spec = replace(model.spec, channels_last=_same_on_channels_last(model, params, state, image, logits))
+    return Model(model.name, {**model.config, "n_classes": int(logits.shape[1])}, spec)
+
+
+def _same_on_channels_last(model: Model, params: Params, state: State, image: Tensor, logits: Tensor) -> bool:
+    """Does `model` give the same logits on the probe image stored channels-last? (The book's
+    Net does not run at all: `out.view(-1, 8 * 8 * 8)` needs NCHW features.)"""
+    batch = torch.cat([image, image.flip(-1)]).contiguous(memory_format=torch.channels_last)
+    try:
+        again, _ = model.apply(params, state, batch, train=False)
+    except Exception:  # noqa: BLE001 - it does not run: NCHW it is
+        return False
+    return isinstance(again, Tensor) and again.shape[0] == 2 and torch.allclose(again[:1], logits, atol=1e-5)
 
 
 def _build(factory: Callable[..., nn.Module], kwargs: dict[str, Any], label: str) -> nn.Module:
@@ -189,9 +233,13 @@ def _last_linear(module: nn.Module) -> str:
 
 
 @contextlib.contextmanager
-def _mode(module: nn.Module, train: bool) -> Iterator[None]:
+def _mode(module: nn.Module, train: bool, *, dropout: bool) -> Iterator[None]:
+    """`module` in train or eval mode for one call; its keyed dropouts off unless `dropout`."""
     modes = [(m, m.training) for m in module.modules()]
     module.train(train)
+    for m in module.modules():
+        if isinstance(m, KeyedDropout) and not dropout:
+            m.training = False
     try:
         yield
     finally:

@@ -14,7 +14,8 @@ from ptm_func.errors import SettingsError
 from ptm_func.files.jsonio import finite
 from ptm_func.files.records import epoch_line, run_info
 from ptm_func.files.tracking import Tracking
-from ptm_func.nets.registry import get_model
+from ptm_func.nets.references import use_model
+from ptm_func.nets.registry import get_model, is_known_model
 from ptm_func.reports.summary import parameter_summary
 from ptm_func.training.config import book_setup
 from ptm_func.training.loop import fit
@@ -87,16 +88,25 @@ def plan_comparison(
     resdeep_blocks: int | None = None,
     book_quirks: bool = False,
     augment: Sequence[str] | None = None,
+    model_args: dict[str, Any] | None = None,
 ) -> tuple[dict[str, Any], list[tuple[str, dict[str, Any]]]]:
     """The shared overrides and each variant's settings, all checked before the first one trains.
 
-    Raises SettingsError for an unknown variant or a setting one of them cannot take.
+    A variant may be a user's model (FILE.py:ATTR, module:ATTR, a registered or installed name),
+    which `model_args` configure. Raises SettingsError for an unknown variant or a setting one of
+    them cannot take.
     """
-    unknown = [n for n in variants if n not in TRAINABLE_NAMES]
+    variants = [use_model(n) for n in variants]
+    unknown = [n for n in variants if n not in TRAINABLE_NAMES and not is_known_model(n)]
     if unknown:
-        raise SettingsError(f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}")
+        raise SettingsError(
+            f"unknown model {unknown[0]!r}; choose from: {', '.join(TRAINABLE_NAMES)}, or your own "
+            "(FILE.py:ATTR, module:ATTR)"
+        )
     if epochs is not None and epochs < 1:
         raise SettingsError(f"--epochs must be >= 1, got {epochs}")
+    if model_args and all(n in TRAINABLE_NAMES for n in variants):
+        raise SettingsError("--model-arg is for your own models (FILE.py:ATTR); the book's take none")
     overrides: dict[str, Any] = {k: v for k, v in {"epochs": epochs, "seed": seed}.items() if v is not None}
     if book_quirks:
         overrides.update(shuffle=False, eval_train_mode=True)
@@ -107,6 +117,8 @@ def plan_comparison(
         options = dict(overrides)
         if name == "resdeep" and resdeep_blocks is not None:
             options["n_blocks"] = resdeep_blocks
+        if name not in TRAINABLE_NAMES:
+            options.update(model_args or {})
         try:
             book_setup(name, **options)
         except ValueError as err:

@@ -122,8 +122,8 @@ def check(
     data = random_data(steps * batch_size, device)
     start = [model.init(c.seed, device=device) for c in members]
     eager = [fit(model, data, c) for c in members]
-    noise = 0.0  # a user's model may need its layout (a `view`): the asked tolerance alone
-    if model.builtin:
+    noise = 0.0  # a model that needs its layout (a `view`): the asked tolerance alone
+    if model.takes_channels_last:
         layout = replace(members[0], channels_last=not uses_channels_last(members[0], device, model))
         noise = difference(member_tensors(fit(model, data, layout), 0), eager[0], start[0])[0]
     tolerance = max(tolerance, min(NOISE_FACTOR * noise, NOISE_CAP))

@@ -21,14 +21,17 @@ from typing import Any
 
 import torch
 
+from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
-from ptm_func.errors import PlotUnavailable, SettingsError
+from ptm_func.errors import ModelReferenceError, PlotUnavailable, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes, load_checkpoint
 from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
 from ptm_func.files.records import run_info
 from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
+from ptm_func.nets.references import use_model
+from ptm_func.nets.registry import is_known_model, reference_of_model
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
@@ -36,7 +39,7 @@ from ptm_func.runs.arguments import check_common, check_variant_and_world, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
-from ptm_func.training.compiling import will_compile
+from ptm_func.training.compiling import layout_note, will_compile
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, barrier, join, leave
@@ -124,6 +127,7 @@ def run_sweep(
     for name, value in (("seeds", seeds), ("seed", seed), ("chunk", chunk)):
         whole(name, value)
     check_variant_and_world(variant, world, optional=True)
+    variant = None if variant is None else use_model(variant)  # FILE.py:ATTR, module:ATTR: imported
     if grid is not None and not isinstance(grid, dict):
         raise SettingsError(f"grid must be a dict of setting -> list of values, got {type(grid).__name__}")
     reporter = reporter or Reporter()
@@ -180,8 +184,12 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         _check_outputs(plan)
     if world is not None:
         dev = join(world, dev)
+    layout = layout_note(plan.members[0].config, dev, plan.net)
+    if layout and main:
+        reporter.note(layout)
     reporter.message(f"loading data ({printable(data or 'auto')}) onto {dev} ...")
-    fixed = plan.net.n_classes if resume is not None or plan.outputs_given else None
+    fixed_outputs = resume is not None or plan.outputs_given or plan.net.outputs_fixed
+    fixed = plan.net.n_classes if fixed_outputs else None  # the classes must fit them
     dataset = load_dataset(data, classes, dev, notify=reporter.note, n_classes=fixed)
     if resume is not None:
         check_same_data(plan.spec.get("fingerprint"), dataset)
@@ -218,9 +226,17 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
 
 
 def _resume_plan(variant: str | None, folder: Path) -> SweepRequest:
-    if variant is not None:
+    if variant in TRAINABLE_NAMES:  # only a user's model is given again (below)
         raise SettingsError("--resume continues the sweep as it was planned: give no MODEL")
     spec, members = sweep.read_spec(folder)
+    if variant is not None and variant != spec["variant"]:
+        raise SettingsError(f"{folder} sweeps {printable(spec['variant'])!r}, not {variant!r}: give no MODEL")
+    if not is_known_model(spec["variant"]):  # a user's model: given again, never imported from a file
+        reference = spec.get("reference") or "FILE.py:ATTR"
+        raise ModelReferenceError(
+            f"{folder} sweeps {printable(spec['variant'])!r}, a model of your own; ptm never imports code "
+            f"a file names: give it again, ptm sweep {printable(reference)} --resume {folder}"
+        )
     net, _ = book_setup(spec["variant"], **spec["model_config"])
     return SweepRequest(spec["variant"], net, members, spec["swept"], spec["chunk"], folder, spec)
 
@@ -270,6 +286,7 @@ def _spec(plan: SweepRequest, dataset: Dataset, seeds: int, seed: int, grid) -> 
     return {
         "variant": plan.variant,
         "model_config": dict(plan.net.config),
+        **({} if plan.net.builtin else {"reference": reference_of_model(plan.variant)}),
         "swept": plan.swept,
         "grid": dict(grid),
         "seeds": list(range(seed, seed + seeds)),

@@ -29,13 +29,14 @@ from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_path_used
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.files.tracking import Tracking, check_trackers
+from ptm_func.nets.references import use_model
 from ptm_func.nets.registry import Model
 from ptm_func.runs.arguments import check_common, check_variant_and_world, flag, whole
 from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.text import names, printable
-from ptm_func.training.compiling import will_compile
+from ptm_func.training.compiling import layout_note, will_compile
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.distributed import World, join, leave
@@ -120,6 +121,7 @@ def run_training(
         reporter=reporter, stop_on_signals=stop_on_signals, track=track,
     )  # fmt: skip
     check_variant_and_world(variant, world)
+    variant = use_model(variant)  # FILE.py:ATTR, module:ATTR: imported and registered; a name as it is
     whole("replicas", replicas)
     flag("force", force)
     flag("book_quirks", book_quirks)
@@ -170,6 +172,9 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
     if main:
         atomic.check_writable(plan.out, checkpoint_bytes(plan.net))
         atomic.remove_stale_temps(plan.out)
+    layout = layout_note(plan.config, plan.device, plan.net)
+    if layout and main:
+        reporter.note(layout)
     dataset = _load_data(plan, reporter)
     batch, note = batch_for(plan.config.batch_size, len(dataset.train))
     if note and main:
@@ -262,7 +267,8 @@ def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:
 def _load_data(plan: _Plan, reporter: Reporter) -> Dataset:
     """The run's data on its device; a resumed run's must be the data it was trained on."""
     reporter.message(f"loading data ({printable(plan.data or 'auto')}) onto {plan.device} ...")
-    fixed = plan.net.n_classes if plan.start is not None or plan.outputs_given else None
+    fixed_outputs = plan.start is not None or plan.outputs_given or plan.net.outputs_fixed
+    fixed = plan.net.n_classes if fixed_outputs else None  # the classes must fit them
     dataset = load_dataset(plan.data, plan.classes, plan.device, notify=reporter.note, n_classes=fixed)
     if plan.start is not None:
         check_same_data(plan.saved.get("fingerprint"), dataset)

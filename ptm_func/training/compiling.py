@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ptm_func.errors import SettingsError
 from ptm_func.nets.registry import Model
 from ptm_func.training import tuning
 from ptm_func.training.config import TrainConfig
@@ -104,14 +105,30 @@ def build_data_parallel_step(
 
 
 def uses_channels_last(config: TrainConfig, device: torch.device, model: Model | None = None) -> bool:
-    """Does `fit` train on channels-last images? As asked; else on CPU (tuning.py) for the
-    book's models. A user's model gets NCHW unless asked: its forward may `view` the images'
-    features, which fails on a channels-last tensor (the book's own Net does)."""
+    """Does `fit` train on channels-last images? As asked; else on CPU (tuning.py), for every
+    model whose apply runs on them (Model.takes_channels_last: a forward that `view`s the
+    features, as the book's own Net does, needs NCHW)."""
     if config.channels_last is not None:
         return config.channels_last
-    if model is not None and not model.builtin:
-        return False
-    return tuning.channels_last_default(device)
+    return tuning.channels_last_default(device) and (model is None or model.takes_channels_last)
+
+
+def layout_note(config: TrainConfig, device: torch.device, model: Model) -> str | None:
+    """A note when `model` trains on NCHW images where channels-last is the faster default.
+    Raises SettingsError when channels-last is asked of a model that cannot take it."""
+    if model.takes_channels_last:
+        return None
+    if config.channels_last:
+        raise SettingsError(
+            f"{model.name} fails or differs on channels-last images (does its forward `.view` the "
+            "features? `.reshape` runs on both layouts): drop --channels-last"
+        )
+    if config.channels_last is None and tuning.channels_last_default(device):
+        return (
+            f"{model.name} fails or differs on channels-last images (a `.view` of the features?): "
+            "training on NCHW images, which is slower on CPU; `.reshape` lets it run channels-last"
+        )
+    return None
 
 
 def will_compile(config: TrainConfig, device: torch.device, model: Model) -> bool:

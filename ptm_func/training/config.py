@@ -138,7 +138,9 @@ def _registered_setup(name: str, overrides: dict[str, Any]) -> tuple[Model, Trai
 
     if registered(name) is None:
         known = ", ".join([*TRAINABLE_NAMES, *registered_names()])
-        raise UnknownModelError(f"unknown model {name!r}; choose one of: {known}")
+        raise UnknownModelError(
+            f"unknown model {name!r}; choose one of: {known}, or give your own as FILE.py:ATTR or module:ATTR"
+        )
     train_keys = {f.name for f in fields(TrainConfig)}
     model = get_model(name, **{k: v for k, v in overrides.items() if k not in train_keys})
     return model, TrainConfig(**{k: v for k, v in overrides.items() if k in train_keys})

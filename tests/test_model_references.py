@@ -1,0 +1,277 @@
+"""Your own model from the command line (issue 29): FILE.py:ATTR and module:ATTR references,
+--model-arg, --model for checkpoints, installed entry points; and that no file can make ptm
+import code."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from ptm_func.nets import user
+from tests.cli_helpers import invoke, one_error_line
+
+BOOK_NET = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Net(nn.Module):  # the book's, copied as a reader would: `view` needs NCHW features
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 16, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(16, 8, kernel_size=3, padding=1)
+        self.fc1 = nn.Linear(8 * 8 * 8, 32)
+        self.fc2 = nn.Linear(32, 2)
+
+    def forward(self, x):
+        out = F.max_pool2d(torch.tanh(self.conv1(x)), 2)
+        out = F.max_pool2d(torch.tanh(self.conv2(out)), 2)
+        out = out.view(-1, 8 * 8 * 8)
+        out = torch.tanh(self.fc1(out))
+        return self.fc2(out)
+
+
+class Tiny(nn.Module):  # BatchNorm and both dropouts; any number of classes
+    def __init__(self, n_chans=4, n_classes=2):
+        super().__init__()
+        self.conv = nn.Conv2d(3, n_chans, 3, padding=1)
+        self.bn = nn.BatchNorm2d(n_chans)
+        self.drop2d = nn.Dropout2d(0.3)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(n_chans * 16 * 16, n_classes)
+
+    def forward(self, x):
+        out = self.drop2d(F.max_pool2d(torch.relu(self.bn(self.conv(x))), 2))
+        return self.head(self.drop(out.flatten(1)))
+
+
+NOT_A_MODEL = (1, 2)
+
+
+def returns_an_int():
+    return 3
+"""
+
+COMMON = ["--classes", "airplane,bird", "--device", "cpu", "--batch-size", "16"]
+
+
+@pytest.fixture(autouse=True)
+def forget_registrations():
+    """Each test registers its own references; none leaks into the next."""
+    before = dict(user.REGISTERED), dict(user.REFERENCES)
+    yield
+    for saved, now in zip(before, (user.REGISTERED, user.REFERENCES), strict=True):
+        now.clear()
+        now.update(saved)
+
+
+@pytest.fixture
+def mine(tmp_path) -> Path:
+    path = tmp_path / "mine.py"
+    path.write_text(BOOK_NET)
+    return path
+
+
+def tensors(path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def test_the_books_net_from_a_file_trains_bit_for_bit_as_ptm_train_net(mine, image_folder, tmp_path):
+    """The same seed, data and layout (NCHW: the copied Net `view`s its features): the same bits."""
+    args = [*COMMON, "--data", image_folder, "--epochs", "2", "--no-compile"]
+    theirs = invoke("train", f"{mine}:Net", *args, "--out", tmp_path / "mine.safetensors")
+    assert theirs.exit_code == 0, theirs.output
+    assert "fails or differs on channels-last images" in theirs.output  # the note: NCHW, slower
+    ours = invoke("train", "net", *args, "--no-channels-last", "--out", tmp_path / "net.safetensors")
+    assert ours.exit_code == 0, ours.output
+    a, b = tensors(tmp_path / "mine.safetensors"), tensors(tmp_path / "net.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    with safe_open(str(tmp_path / "mine.safetensors"), "pt") as f:
+        metadata = f.metadata()
+    assert metadata["model"] == "Net" and metadata["reference"] == f"{mine}:Net"
+    # asked for channels-last, it refuses in one line and writes nothing
+    refused = invoke("train", f"{mine}:Net", *args, "--channels-last", "--out", tmp_path / "x.safetensors")
+    assert refused.exit_code == 2 and "drop --channels-last" in refused.output
+    assert not list(tmp_path.glob("x.*"))
+
+
+def test_a_checkpoint_of_your_own_model_needs_its_reference_given_again(mine, image_folder, tmp_path):
+    ckpt = tmp_path / "tiny.safetensors"
+    trained = invoke("train", f"{mine}:Tiny", *COMMON, "--data", image_folder, "--epochs", "1",
+                     "--model-arg", "n_chans=3", "--out", ckpt)  # fmt: skip
+    assert trained.exit_code == 0, trained.output
+    image = next((image_folder / "test" / "bird").iterdir())
+    for command in (["eval", ckpt], ["predict", ckpt, image], ["info", ckpt]):
+        user.REGISTERED.pop("Tiny")  # as in a new process: nothing registered
+        refused = invoke(*command)
+        assert refused.exit_code == 2, refused.output
+        assert f"--model {mine}:Tiny" in one_error_line(refused.output)
+        given = invoke(*command, "--model", f"{mine}:Tiny")
+        assert given.exit_code == 0, given.output
+    state = tensors(ckpt)
+    assert state["conv.weight"].shape[0] == 3  # --model-arg n_chans=3, recorded and rebuilt
+    resumed = invoke("train", f"{mine}:Tiny", "--resume", ckpt, "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+
+
+def test_resume_of_your_own_model_is_bit_for_bit_and_members_load_strictly(mine, image_folder, tmp_path):
+    """BatchNorm and dropout: a run cut after epoch 1 and resumed equals the straight run; a
+    sweep's members (vmapped) load into the file's class with strict=True, and ensemble."""
+    import importlib.util
+
+    args = [f"{mine}:Tiny", *COMMON, "--data", image_folder, "--no-compile"]
+    assert invoke("train", *args, "--epochs", "2", "--out", tmp_path / "a.safetensors").exit_code == 0
+    assert invoke("train", *args, "--epochs", "1", "--out", tmp_path / "b.safetensors").exit_code == 0
+    resumed = invoke("train", f"{mine}:Tiny", "--resume", tmp_path / "b.safetensors", "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    a, b = tensors(tmp_path / "a.safetensors"), tensors(tmp_path / "b.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    swept = invoke("sweep", *args, "--seeds", "2", "--epochs", "1", "--vmap", "--out", tmp_path / "sw")
+    assert swept.exit_code == 0, swept.output
+    members = sorted((tmp_path / "sw").glob("Tiny-seed*[0-9].safetensors"))
+    spec = importlib.util.spec_from_file_location("mine_again", mine)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for path in members:
+        module.Tiny().load_state_dict(tensors(path), strict=True)
+    together = invoke("eval", *members, "--model", f"{mine}:Tiny")
+    assert together.exit_code == 0 and "ensemble of 2" in together.output, together.output
+    cut_short = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    assert cut_short["reference"] == f"{mine}:Tiny"
+
+
+EVIL = """
+from pathlib import Path
+Path({marker!r}).write_text("imported")
+import torch.nn as nn
+class Evil(nn.Linear):
+    def __init__(self):
+        super().__init__(3 * 32 * 32, 2)
+    def forward(self, x):
+        return super().forward(x.flatten(1))
+"""
+
+
+def test_a_crafted_checkpoint_or_sweep_cannot_make_ptm_import_code(mine, image_folder, tmp_path):
+    marker = tmp_path / "imported.txt"
+    evil = tmp_path / "evil.py"
+    evil.write_text(EVIL.format(marker=str(marker)))
+    ckpt = tmp_path / "net.safetensors"
+    assert (
+        invoke("train", "net", *COMMON, "--data", image_folder, "--epochs", "1", "--out", ckpt).exit_code == 0
+    )
+    weights = tensors(ckpt)
+    with safe_open(str(ckpt), "pt") as f:
+        metadata = f.metadata()
+    crafted = []
+    for i, (name, reference) in enumerate([("Evil", f"{evil}:Evil"), (f"{evil}:Evil", f"{evil}:Evil"),
+                                           (f"{evil}:Evil", None), ("os:system", "os:system")]):  # fmt: skip
+        path = tmp_path / f"crafted{i}.safetensors"
+        save_file(
+            weights,
+            str(path),
+            metadata={**metadata, "model": name, **({"reference": reference} if reference else {})},
+        )
+        crafted.append(path)
+    image = next((image_folder / "test" / "bird").iterdir())
+    for path in crafted:
+        for command in (
+            ["eval", path],
+            ["predict", path, image],
+            ["info", path],
+            ["train", "net", "--resume", path],
+        ):
+            result = invoke(*command)
+            assert result.exit_code in (1, 2) and "Traceback" not in result.output, (command, result.output)
+            one_error_line(result.output)
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(
+        json.dumps({"variant": "Evil", "reference": f"{evil}:Evil", "members": []})
+    )
+    result = invoke("sweep", "--resume", sweep)
+    assert result.exit_code in (1, 2) and "Traceback" not in result.output, result.output
+    assert not marker.exists()  # nothing a file named was imported
+    assert invoke("info", f"{evil}:Evil").exit_code == 0 and marker.exists()  # given by the user: it is
+
+
+@pytest.mark.parametrize(
+    "reference,extra,needle",
+    [
+        ("{mine}:Nope", [], "has no attribute 'Nope'"),
+        ("{mine}:torch.nn.Linear", [], "torch is a module: a reference names a model inside"),
+        ("{mine}:NOT_A_MODEL", [], "is a tuple, not a model"),
+        ("{mine}:returns_an_int", [], "returned a int, not an nn.Module or a ptm Model"),
+        ("{mine}:Net", ["--model-arg", "width=8"], "unexpected keyword argument 'width'"),
+        ("{mine}:Tiny", ["--model-arg", "n_chans"], "--model-arg takes KEY=VALUE"),
+        ("{mine}:Tiny", ["--model-arg", "n_chans={1, 2}"], "cannot be recorded in a checkpoint"),
+        ("{mine}:Net", ["--classes", "airplane,bird,cat"], "the model has 2 outputs but 3 classes"),
+        ("{tmp}/missing.py:Net", [], "no file"),
+        ("{tmp}/notes.txt:Net", [], "is not a .py file"),
+        ("no_such_package.models:Net", [], "no module named 'no_such_package.models'"),
+        ("{tmp}/raises.py:Net", [], "importing {tmp}/raises.py raised RuntimeError: no GPU here"),
+        ("{tmp}/exits.py:Net", [], "raised SystemExit: 3"),
+        ("{tmp}/broken.py:Net", [], "raised SyntaxError"),
+    ],
+)
+def test_references_that_fail_say_why_in_one_line_and_write_nothing(
+    reference, extra, needle, mine, image_folder, tmp_path, monkeypatch
+):
+    (tmp_path / "notes.txt").write_text("x")
+    (tmp_path / "raises.py").write_text("raise RuntimeError('no GPU here')\n")
+    (tmp_path / "exits.py").write_text("import sys\nsys.exit(3)\n")
+    (tmp_path / "broken.py").write_text("def Net(:\n")
+    monkeypatch.chdir(tmp_path)
+    ref = reference.format(mine=mine, tmp=tmp_path)
+    result = invoke("train", ref, "--data", image_folder, "--epochs", "1", *extra)
+    assert result.exit_code == 2, result.output
+    assert needle.format(tmp=tmp_path) in result.output.strip().splitlines()[-1]
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").rglob("*.safetensors"))
+
+
+ENTRY_POINT_MODEL = """
+import torch.nn as nn
+
+class Small(nn.Module):
+    def __init__(self, n_classes=2):
+        super().__init__()
+        self.fc = nn.Linear(3 * 32 * 32, n_classes)
+
+    def forward(self, x):
+        return self.fc(x.flatten(1))
+"""
+
+
+def test_an_installed_package_adds_models_through_the_entry_point_group(image_folder, tmp_path):
+    """A package's `ptm_func.models` entry point: `ptm info` lists it, `ptm train NAME` trains
+    it, and its checkpoints load without --model (the user installed it)."""
+    site = tmp_path / "site"
+    (site / "smallmodels").mkdir(parents=True)
+    (site / "smallmodels" / "__init__.py").write_text(ENTRY_POINT_MODEL)
+    info = site / "smallmodels-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: smallmodels\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[ptm_func.models]\nsmall = smallmodels:Small\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), str(Path.cwd())])}
+
+    def ptm(*args):
+        command = [sys.executable, "-c", "from cli.main import app; app()", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+
+    listed = ptm("info")
+    assert listed.returncode == 0 and "small" in listed.stdout and "smallmodels:Small" in listed.stdout
+    table = ptm("info", "small", "--json")
+    assert json.loads(table.stdout)["total"] == 3 * 32 * 32 * 2 + 2
+    trained = ptm("train", "small", "--data", image_folder, "--epochs", "1", "--device", "cpu", "--json")
+    assert trained.returncode == 0, trained.stderr
+    checkpoint = json.loads(trained.stdout)["checkpoint"]
+    assert tensors(tmp_path / checkpoint)["fc.weight"].shape[0] == 3  # its n_classes: the folder's 3
+    evaluated = ptm("eval", checkpoint, "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
