@@ -51,6 +51,19 @@ class Tiny(nn.Module):  # BatchNorm and both dropouts; any number of classes
         return self.head(self.drop(out.flatten(1)))
 
 
+class Drop(nn.Module):  # both dropouts, no BatchNorm (its statistics are per rank)
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.drop2d = nn.Dropout2d(0.3)
+        self.drop = nn.Dropout(0.2)
+        self.head = nn.Linear(4 * 16 * 16, 2)
+
+    def forward(self, x):
+        out = self.drop2d(F.max_pool2d(torch.tanh(self.conv(x)), 2))
+        return self.head(self.drop(out.flatten(1)))
+
+
 NOT_A_MODEL = (1, 2)
 
 
@@ -275,3 +288,34 @@ def test_an_installed_package_adds_models_through_the_entry_point_group(image_fo
     assert tensors(tmp_path / checkpoint)["fc.weight"].shape[0] == 3  # its n_classes: the folder's 3
     evaluated = ptm("eval", checkpoint, "--json")
     assert evaluated.returncode == 0, evaluated.stderr
+
+
+def test_compiled_your_net_agrees_with_ptm_train_net_compiled_to_rounding(mine, image_folder, tmp_path):
+    args = [*COMMON, "--data", image_folder, "--epochs", "2", "--compile", "--no-channels-last"]
+    for model, name in ((f"{mine}:Net", "mine"), ("net", "net")):
+        result = invoke("train", model, *args, "--out", tmp_path / f"{name}.safetensors")
+        assert result.exit_code == 0, result.output
+        assert "falls back" not in result.output and "using the eager step" not in result.output
+    a, b = tensors(tmp_path / "mine.safetensors"), tensors(tmp_path / "net.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_two_ranks_train_your_own_model_as_one_process_does(mine, image_folder, tmp_path):
+    """--nproc 2: every worker imports the reference itself; the run equals one process's to
+    rounding (dropout masks are per image, whichever rank holds it)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+
+    def ptm(*args):
+        command = [sys.executable, "-c", "from cli.main import app; app()", *map(str, args)]
+        return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+    args = [f"{mine}:Drop", *COMMON, "--data", image_folder, "--epochs", "1", "--no-compile"]
+    two = ptm("train", *args, "--nproc", "2", "--out", tmp_path / "two.safetensors")
+    assert two.returncode == 0, two.stderr
+    assert "2 ranks" in two.stderr
+    one = ptm("train", *args, "--out", tmp_path / "one.safetensors")
+    assert one.returncode == 0, one.stderr
+    a, b = tensors(tmp_path / "two.safetensors"), tensors(tmp_path / "one.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)

@@ -184,3 +184,32 @@ def test_the_books_dropout_and_batchnorm_nets_as_user_modules_train_bit_for_bit(
     assert equal(ours.params, theirs.params) and ours.state.keys() == theirs.state.keys()
     for key in ours.state:
         torch.testing.assert_close(ours.state[key], theirs.state[key], rtol=1e-5, atol=1e-7, msg=key)
+
+
+def test_the_research_functions_take_a_user_module_with_batchnorm_and_dropout():
+    """Per-example gradients against autograd on the module itself; the soup of one run is that
+    run (statistics recomputed without dropout); a loss line's ends are the two runs."""
+    from ptm_func.research.evaluation import evaluate_split, recompute_running_stats
+    from ptm_func.research.landscape import loss_line
+    from ptm_func.research.per_example import per_example_gradients
+    from ptm_func.research.soup import soup
+
+    model, split = model_from_module(Tiny, n_chans=3), data().train
+    a, b = (fit(model, data(), replace(CONFIG, seed=s)) for s in (1, 2))
+    grads, losses = per_example_gradients(model, a.params, a.state, split.images[:4], split.labels[:4])
+    twin = Tiny(n_chans=3)
+    twin.load_state_dict({**a.params, **a.state}, strict=True)
+    twin.eval()
+    for i in range(4):
+        twin.zero_grad()
+        nn.functional.cross_entropy(twin(split.images[i : i + 1]), split.labels[i : i + 1]).backward()
+        for key, param in twin.named_parameters():
+            torch.testing.assert_close(grads[key][i], param.grad, rtol=1e-4, atol=1e-6)
+    stats = recompute_running_stats(model, a.params, a.state, split.images)
+    assert not equal(stats, a.state)  # re-estimated...
+    params, state = soup(model, [(a.params, a.state)], stats_images=split.images)
+    assert equal(params, a.params) and equal(state, stats)  # ...and deterministic: no dropout in it
+    line = loss_line(model, (a.params, a.state), (b.params, b.state), {"val": data().val}, [0.0, 1.0],
+                     running_stats="interpolate")  # fmt: skip
+    assert line[0].evaluations["val"] == evaluate_split(model, a.params, a.state, data().val)
+    assert line[1].evaluations["val"] == evaluate_split(model, b.params, b.state, data().val)
