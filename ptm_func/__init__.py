@@ -32,6 +32,7 @@ _PUBLIC = {
     "model_from_module": "nets.user",
     "register_model": "nets.user",
     "use_model": "nets.references",
+    "smallest_edits": "research.edits",
     **{name: "nets.modules" for name in ("Net", "NetWidth", "NetDropout", "NetBatchNorm", "NetDepth")},
     **{name: "nets.modules" for name in ("NetRes", "NetResDeep", "ResBlock")},
     # data
@@ -156,9 +157,10 @@ if TYPE_CHECKING:  # what static tools and editors see
         NetWidth,
         ResBlock,
     )
-    from ptm_func.nets.registry import Model, ModelSpec, get_model
     from ptm_func.nets.references import use_model
+    from ptm_func.nets.registry import Model, ModelSpec, get_model
     from ptm_func.nets.user import model_from_functions, model_from_module, register_model
+    from ptm_func.research.edits import smallest_edits
     from ptm_func.research.ensemble import ensemble_accuracy, ensemble_probabilities
     from ptm_func.research.evaluation import evaluate_split, loss, probabilities, recompute_running_stats
     from ptm_func.research.landscape import interpolate, loss_line

@@ -197,3 +197,23 @@ def test_kernels_exercise_trains_the_three_nets_through_the_run_api(image_folder
     assert all(len(t["val"]) == 2 for t in table.values())
     assert "net-5x5" in capsys.readouterr().out
     assert kernels.main(args)["net-1x3"]["val"] == table["net-1x3"]["val"]  # finished seeds kept
+
+
+def test_fooling_exercise_counts_confident_calls_and_finds_edits(image_folder, tmp_path, capsys):
+    """Chapter 8, exercise 2 (examples/fooling.py), with a net of our own among the three."""
+    import shutil
+
+    fooling = example("fooling")
+    others = shutil.copytree(image_folder, tmp_path / "others")
+    for split in ("train", "test"):  # a second class of neither
+        shutil.copytree(others / split / "cat", others / split / "dog")
+    args = ["--data", str(image_folder), "--others", str(others), "--epochs", "1", "--images", "4",
+            "--steps", "5", "--bisections", "3", "--out", str(tmp_path / "f"), "--quiet"]  # fmt: skip
+    result = fooling.main(args)
+    assert {c: r["images"] for c, r in result["confidence"].items()} == {"cat": 52, "dog": 52}
+    assert list(result["edits"]) == ["net-small", "net", "width"]
+    assert result["edits"]["net-small"]["params"] < result["edits"]["net"]["params"]
+    assert all(len(e["airplane->bird"]) == 4 for e in result["edits"].values())
+    for picture in ("confident.png", "edits.png"):
+        assert (tmp_path / "f" / picture).stat().st_size > 10_000
+    assert "median [quartiles]" in capsys.readouterr().out
