@@ -92,9 +92,7 @@ def edits_of(ckpt, airplanes: torch.Tensor, neither: torch.Tensor, args) -> dict
     search = {"confidence": CONFIDENT, "max_size": args.max_edit / 255, "steps": args.steps,
               "bisections": args.bisections}  # fmt: skip
     return {
-        name: smallest_edits(
-            ckpt.model, ckpt.params, ckpt.state, images, target, confidence=CONFIDENT, **search
-        )
+        name: smallest_edits(ckpt.model, ckpt.params, ckpt.state, images, target, **search)
         for name, images, target in (("airplane->bird", airplanes, 1), ("neither->airplane", neither, 0))
     }
 
