@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from .errors import UsageError, friendly_errors
-from .options import MODEL_HELP, NBlocks, NChans1, Tied
+from .options import MODEL_HELP, ModelArgs, NBlocks, NChans1, Tied, model_args
 
 
 def convert(
@@ -23,24 +23,30 @@ def convert(
         None,
         "--model",
         help=MODEL_HELP + " Not needed for a .pt that ptm wrote; otherwise read off the keys and "
-        "shapes where they fit one model (where they fit several, the error lists them).",
+        "shapes where they fit one model (where they fit several, the error lists them). Your own "
+        "model: FILE.py:ATTR or package.module:ATTR.",
     ),
     n_chans1: int | None = NChans1,
     n_blocks: int | None = NBlocks,
     tied: bool | None = Tied,
+    model_arg: list[str] | None = ModelArgs,
 ):
     """Convert a book .pt file to a ptm_func checkpoint, or back.
 
     Example: ptm convert birds_vs_airplanes.pt net.safetensors --model net
 
     Example: ptm convert net.pt net.safetensors   (a .pt that ptm wrote)
+
+    Example: ptm convert runs/Net-seed123.safetensors net.pt --model my_nets.py:Net   (your own)
     """
     from ptm_func.files.convert import pt_to_safetensors, safetensors_to_pt
+    from ptm_func.nets.references import use_model
 
     with friendly_errors():
+        model = None if model is None else use_model(model)
         kinds = (src.suffix.lower(), dst.suffix.lower())
         if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors"), (".safetensors", ".safetensors")):
-            given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}
+            given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied, **model_args(model_arg)}
             converted = pt_to_safetensors(
                 src, dst, model, **{k: v for k, v in given.items() if v is not None}
             )

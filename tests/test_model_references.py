@@ -64,6 +64,18 @@ class Drop(nn.Module):  # both dropouts, no BatchNorm (its statistics are per ra
         return self.head(self.drop(out.flatten(1)))
 
 
+def pure():  # pure functions, no nn.Module twin
+    import ptm_func
+
+    def init(gen):
+        return {"fc.weight": torch.randn(2, 3 * 32 * 32, generator=gen) * 0.01, "fc.bias": torch.zeros(2)}, {}
+
+    def apply(params, state, x, *, train, key=None):
+        return F.linear(x.flatten(1), params["fc.weight"], params["fc.bias"]), state
+
+    return ptm_func.model_from_functions(init, apply, name="pure")
+
+
 NOT_A_MODEL = (1, 2)
 
 
@@ -319,3 +331,22 @@ def test_two_ranks_train_your_own_model_as_one_process_does(mine, image_folder, 
     a, b = tensors(tmp_path / "two.safetensors"), tensors(tmp_path / "one.safetensors")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5, msg=key)
+
+
+def test_convert_takes_your_own_model_and_says_when_it_has_no_twin(mine, image_folder, tmp_path):
+    args = [*COMMON, "--data", image_folder, "--epochs", "1"]
+    tiny = tmp_path / "tiny.safetensors"
+    assert invoke("train", f"{mine}:Tiny", *args, "--model-arg", "n_chans=3", "--out", tiny).exit_code == 0
+    there = invoke("convert", tiny, tmp_path / "tiny.pt", "--model", f"{mine}:Tiny")
+    assert there.exit_code == 0, there.output
+    back = invoke("convert", tmp_path / "tiny.pt", tmp_path / "back.safetensors", "--model", f"{mine}:Tiny",
+                  "--model-arg", "n_chans=3")  # fmt: skip
+    assert back.exit_code == 0, back.output
+    a, b = tensors(tiny), tensors(tmp_path / "back.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    pure = tmp_path / "pure.safetensors"
+    trained = invoke("train", f"{mine}:pure", *args, "--out", pure)
+    assert trained.exit_code == 0, trained.output
+    refused = invoke("convert", pure, tmp_path / "pure.pt", "--model", f"{mine}:pure")
+    assert refused.exit_code == 2 and "has no nn.Module twin" in one_error_line(refused.output)
+    assert not (tmp_path / "pure.pt").exists()

@@ -128,7 +128,9 @@ def infer_model_name(tensors: dict[str, Tensor]) -> str:
     elif "conv2.weight" in keys:
         candidates = ["net", "width", "dropout"] if _conv1_channels(tensors) == 16 else ["width", "dropout"]
     else:
-        raise CheckpointError(f"these keys fit no chapter-8 model: {sorted(keys)[:6]}")
+        raise CheckpointError(
+            f"these keys fit no chapter-8 model: {sorted(keys)[:6]} (your own? give --model FILE.py:ATTR)"
+        )
     fitting = [c for c in candidates if _fits(c, tensors)]
     if not fitting:  # the keys are the family's, the shapes no member's: its first says how they differ
         return candidates[0]
@@ -155,11 +157,22 @@ def model_for_state_dict(
     """The model a state_dict belongs to: `name`, else the one `recorded` in its file, else
     inferred from its keys; config read off the shapes (`config` overrides)."""
     name = name or recorded or infer_model_name(tensors)
+    if name not in MODEL_NAMES:  # a user's model: its options as given, its outputs off its head
+        return _user_model_for(tensors, name, config)
     try:
         model = get_model(name, **{**infer_config(name, tensors), **config})
     except ModelConfigError as err:  # e.g. an fc2 of one output: n_classes 1
         read = " (n_classes: the rows of fc2.weight)" if "n_classes" in str(err) else ""
         raise CheckpointError(f"its shapes make no {name}: {err}{read}") from None
+    check_state_dict(model, tensors, source="the state_dict")
+    return model
+
+
+def _user_model_for(tensors: dict[str, Tensor], name: str, config: dict[str, Any]) -> Model:
+    model = get_model(name, **config)
+    rows = tensors.get(f"{model.head}.weight")
+    if rows is not None and rows.dim() == 2 and rows.shape[0] != model.n_classes and not model.outputs_fixed:
+        model = model.with_classes(rows.shape[0])
     check_state_dict(model, tensors, source="the state_dict")
     return model
 
