@@ -350,3 +350,15 @@ def test_convert_takes_your_own_model_and_says_when_it_has_no_twin(mine, image_f
     refused = invoke("convert", pure, tmp_path / "pure.pt", "--model", f"{mine}:pure")
     assert refused.exit_code == 2 and "has no nn.Module twin" in one_error_line(refused.output)
     assert not (tmp_path / "pure.pt").exists()
+
+
+def test_ptm_check_runs_your_own_model_every_way(mine):
+    """BatchNorm and both dropouts, compiled and as vmapped or looped members: each agrees with eager."""
+    result = invoke("check", f"{mine}:Tiny", "--model-arg", "n_chans=3", "--device", "cpu", "--steps", "2",
+                    "--batch-size", "8", "--json")  # fmt: skip
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    assert report["model"] == "Tiny" and len(report["variants"]) >= 4
+    assert all(v["ok"] for v in report["variants"]), report["variants"]
+    refused = invoke("check", "net", "--model-arg", "n_chans=3")
+    assert refused.exit_code == 2 and "--model-arg is for your own model" in refused.output
