@@ -63,11 +63,15 @@ MODELS = ("net-small", "net", "width")  # by capacity
 def trained(model: str, args) -> object:
     """The model's checkpoint in OUT, trained (or resumed to --epochs) if need be."""
     path = args.out / f"{model}.safetensors"
-    settings = {"data": args.data, "device": "cpu", "reporter": Silent() if args.quiet else None}
+    settings = {"data": args.data, "device": "cpu", "reporter": Silent() if args.quiet else None,
+                "epochs": args.epochs, "stop_on_signals": True}  # fmt: skip
+    outcome = None
     if not path.exists():
-        run_training(model, out=path, force=True, epochs=args.epochs, stop_on_signals=True, **settings)
+        outcome = run_training(model, out=path, force=True, **settings)
     elif load_checkpoint(path).training.get("epochs_done", 0) < args.epochs:
-        run_training(model, resume=path, epochs=args.epochs, stop_on_signals=True, **settings)
+        outcome = run_training(model, resume=path, **settings)
+    if outcome is not None and outcome.result.interrupted:  # saved: run this again to go on
+        raise KeyboardInterrupt
     return load_checkpoint(path)
 
 
