@@ -71,7 +71,7 @@ def compare(
         from ptm_func.files.atomic import check_writable
         from ptm_func.files.ownership import owned
         from ptm_func.files.tracking import open_tracking
-        from ptm_func.reports.compare import plan_comparison
+        from ptm_func.reports.compare import check_outputs, plan_comparison
         from ptm_func.training.devices import resolve_device
 
         overrides, plans = plan_comparison(
@@ -90,6 +90,7 @@ def compare(
         held.enter_context(owned(json_out, option="--json-out"))
         dev = resolve_device(device)
         dataset = load_dataset(data, parse_classes(classes), dev, notify=note)
+        check_outputs(plans, len(dataset.classes))
         rows, interrupted = _train_all(plans, dataset, tracking, json_out.with_suffix(".tb"))
         failed = _report(rows, dataset, overrides, plans, json_out, chart, curves)
     if interrupted:

@@ -46,10 +46,9 @@ def convert(
         model = None if model is None else use_model(model)
         kinds = (src.suffix.lower(), dst.suffix.lower())
         if kinds in ((".pt", ".safetensors"), (".pth", ".safetensors"), (".safetensors", ".safetensors")):
-            given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied, **model_args(model_arg)}
-            converted = pt_to_safetensors(
-                src, dst, model, **{k: v for k, v in given.items() if v is not None}
-            )
+            given = {"n_chans1": n_chans1, "n_blocks": n_blocks, "tied": tied}
+            options = {**{k: v for k, v in given.items() if v is not None}, **model_args(model_arg)}
+            converted = pt_to_safetensors(src, dst, model, **options)
         elif kinds in ((".safetensors", ".pt"), (".safetensors", ".pth")):
             converted = safetensors_to_pt(src, dst, model)
         else:

@@ -47,11 +47,32 @@ def use_model_ref(ref: str | None) -> None:
         use_model(ref)
 
 
-def model_args(pairs: list[str] | None) -> dict:
-    """--model-arg KEY=VALUE pairs as keyword arguments."""
-    from ptm_func.nets.references import parse_model_args
+# what --model-arg may not name: ptm's own settings, each with an option of its own
+OWN_OPTIONS = {"n_chans1": "--n-chans1", "n_blocks": "--n-blocks", "tied": "--tied/--untied",
+               "n_classes": "--classes (one output per class)"}  # fmt: skip
+RUN_ARGUMENTS = ("data", "classes", "device", "out", "force", "resume", "checkpoint_every", "replicas",
+                 "book_quirks", "reporter", "world", "stop_on_signals", "track", "grid", "seeds", "seed",
+                 "chunk", "name", "variant", "model")  # fmt: skip
 
-    return parse_model_args(pairs)
+
+def model_args(pairs: list[str] | None) -> dict:
+    """--model-arg KEY=VALUE pairs as keyword arguments; a KEY that is one of ptm's own settings
+    (a TrainConfig field, a run argument) is refused: it has an option of its own."""
+    from dataclasses import fields
+
+    from ptm_func.errors import ModelReferenceError
+    from ptm_func.nets.references import parse_model_args
+    from ptm_func.training.config import TrainConfig
+
+    args = parse_model_args(pairs)
+    own = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
+    own.update({name: "--" + name.replace("_", "-") for name in RUN_ARGUMENTS}, **OWN_OPTIONS)
+    for key in args:
+        if key in own:
+            raise ModelReferenceError(
+                f"--model-arg {key}: that is ptm's own setting, not the model's ({own[key]})"
+            )
+    return args
 
 
 ChannelsLast = typer.Option(

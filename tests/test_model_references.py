@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, safe_open, save_file
 
-from ptm_func.nets import user
+from ptm_func.nets import references, user
 from tests.cli_helpers import invoke, one_error_line
 
 BOOK_NET = """
@@ -76,6 +76,47 @@ def pure():  # pure functions, no nn.Module twin
     return ptm_func.model_from_functions(init, apply, name="pure")
 
 
+class Frozen(nn.Module):  # a layer that does not train, and an integer parameter
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1).requires_grad_(False)
+        self.steps = nn.Parameter(torch.tensor(7), requires_grad=False)
+        self.head = nn.Linear(4 * 32 * 32, 2)
+
+    def forward(self, x):
+        return self.head(torch.tanh(self.stem(x)).flatten(1))
+
+
+class Tied(nn.Module):  # one weight under two names
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(3 * 32 * 32, 3 * 32 * 32 // 64, bias=False)
+        self.b = nn.Linear(3 * 32 * 32 // 64, 2)
+        self.c = nn.Linear(3 * 32 * 32, 3 * 32 * 32 // 64, bias=False)
+        self.c.weight = self.a.weight
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x.flatten(1))) + torch.tanh(self.c(x.flatten(1))))
+
+
+class NoParams(nn.Module):
+    def forward(self, x):
+        return x.flatten(1)[:, :2]
+
+
+class ExitsInInit(nn.Module):
+    def __init__(self):
+        super().__init__()
+        raise SystemExit(4)
+
+
+class Fixed3(Drop):  # three outputs, and no n_classes to ask for another count
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Linear(4 * 16 * 16, 3)
+
+
+INSTANCE = Drop()
 NOT_A_MODEL = (1, 2)
 
 
@@ -89,9 +130,10 @@ COMMON = ["--classes", "airplane,bird", "--device", "cpu", "--batch-size", "16"]
 @pytest.fixture(autouse=True)
 def forget_registrations():
     """Each test registers its own references; none leaks into the next."""
-    before = dict(user.REGISTERED), dict(user.REFERENCES)
+    kept = (user.REGISTERED, user.REFERENCES, references.TARGETS)
+    before = tuple(dict(d) for d in kept)
     yield
-    for saved, now in zip(before, (user.REGISTERED, user.REFERENCES), strict=True):
+    for saved, now in zip(before, kept, strict=True):
         now.clear()
         now.update(saved)
 
@@ -235,6 +277,16 @@ def test_a_crafted_checkpoint_or_sweep_cannot_make_ptm_import_code(mine, image_f
         ("{mine}:returns_an_int", [], "returned a int, not an nn.Module or a ptm Model"),
         ("{mine}:Net", ["--model-arg", "width=8"], "unexpected keyword argument 'width'"),
         ("{mine}:Tiny", ["--model-arg", "n_chans"], "--model-arg takes KEY=VALUE"),
+        (
+            "{mine}:Tiny",
+            ["--model-arg", "lr=0.5"],
+            "--model-arg lr: that is ptm's own setting, not the model's (--lr)",
+        ),
+        ("{mine}:Tiny", ["--model-arg", "n_classes=5"], "--model-arg n_classes: that is ptm's own setting"),
+        ("{mine}:NoParams", [], "NoParams has no parameters to train"),
+        ("{mine}:ExitsInInit", [], "raised SystemExit: 4"),
+        ("{mine}:INSTANCE", [], "is an nn.Module instance: give its class"),
+        ("{mine}:Fixed3", ["--classes", "airplane,bird"], "the model has 3 outputs but 2 classes"),
         ("{mine}:Tiny", ["--model-arg", "n_chans={1, 2}"], "cannot be recorded in a checkpoint"),
         ("{mine}:Net", ["--classes", "airplane,bird,cat"], "the model has 2 outputs but 3 classes"),
         ("{tmp}/missing.py:Net", [], "no file"),
@@ -362,3 +414,79 @@ def test_ptm_check_runs_your_own_model_every_way(mine):
     assert all(v["ok"] for v in report["variants"]), report["variants"]
     refused = invoke("check", "net", "--model-arg", "n_chans=3")
     assert refused.exit_code == 2 and "--model-arg is for your own model" in refused.output
+
+
+def test_frozen_and_tied_parameters_stay_so_and_load_strictly(mine, image_folder, tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mine_frozen", mine)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    args = [*COMMON, "--data", image_folder, "--epochs", "1"]
+    for name in ("Frozen", "Tied"):
+        result = invoke("train", f"{mine}:{name}", *args, "--out", tmp_path / f"{name}.safetensors")
+        assert result.exit_code == 0, result.output
+    torch.manual_seed(123)
+    start = module.Frozen().state_dict()
+    frozen = tensors(tmp_path / "Frozen.safetensors")
+    assert torch.equal(frozen["stem.weight"], start["stem.weight"]) and frozen["steps"].item() == 7
+    assert not torch.equal(frozen["head.weight"], start["head.weight"])  # the rest trained
+    module.Frozen().load_state_dict(frozen, strict=True)
+    tied = tensors(tmp_path / "Tied.safetensors")
+    assert torch.equal(tied["a.weight"], tied["c.weight"])
+    twin = module.Tied()
+    twin.load_state_dict(tied, strict=True)
+
+
+def test_one_name_is_one_model_and_compare_checks_every_variant_first(mine, image_folder, tmp_path):
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "mine.py").write_text(BOOK_NET.replace("nn.Linear(32, 2)", "nn.Linear(32, 2, bias=False)"))
+    result = invoke(
+        "compare", f"{mine}:Net", f"{other / 'mine.py'}:Net", "--data", image_folder, "--epochs", "1"
+    )
+    assert result.exit_code == 2 and "are both named 'Net'" in one_error_line(result.output)
+    out = tmp_path / "cmp.json"
+    result = invoke("compare", "net", f"{mine}:Fixed3", *COMMON, "--data", image_folder, "--epochs", "1",
+                    "--json-out", out, "--chart", tmp_path / "cmp.png")  # fmt: skip
+    assert result.exit_code == 2 and "Fixed3 has 3 outputs, not 2" in result.output
+    assert "net ..." not in result.output and not out.exists()  # nothing trained
+
+
+def test_resume_as_another_reference_says_so_and_crafted_text_is_cut_short(mine, image_folder, tmp_path):
+    ckpt = tmp_path / "a.safetensors"
+    assert (
+        invoke(
+            "train", f"{mine}:Net", *COMMON, "--data", image_folder, "--epochs", "1", "--out", ckpt
+        ).exit_code
+        == 0
+    )
+    user.REGISTERED.pop("Net"), references.TARGETS.pop("Net")  # as in a new process
+    moved = tmp_path / "moved.py"
+    moved.write_text(BOOK_NET)
+    resumed = invoke("train", f"{moved}:Net", "--resume", ckpt, "--epochs", "2")
+    assert resumed.exit_code == 0, resumed.output
+    assert f"was trained as {mine}:Net; resuming it as {moved}:Net" in resumed.output
+    with safe_open(str(ckpt), "pt") as f:
+        metadata = f.metadata()
+    save_file(tensors(ckpt), str(ckpt), metadata={**metadata, "model": "Huge", "reference": "x" * 5_000_000})
+    result = invoke("eval", ckpt)
+    assert result.exit_code == 2 and len(one_error_line(result.output)) < 5000
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "sweep.json").write_text(json.dumps({"variant": ["x"], "members": []}))
+    result = invoke("sweep", "--resume", sweep)
+    assert result.exit_code == 1 and "not a readable sweep description" in one_error_line(result.output)
+
+
+def test_model_names_name_files_safely():
+    from ptm_func.errors import ModelConfigError
+    from ptm_func.nets.user import model_from_module, register_model
+
+    for bad in ("../escaped", "a b", "line\nbreak", "", "net", 5, None, "a:b"):
+        with pytest.raises(ModelConfigError, match="model name|one of the book's"):
+            register_model(bad)
+    with pytest.raises(ModelConfigError, match="model name"):
+        model_from_module(torch.nn.Linear, name="../escaped", in_features=3 * 32 * 32, out_features=2)
+    with pytest.raises(ModelConfigError, match="decorates a factory"):
+        register_model("fine")(5)

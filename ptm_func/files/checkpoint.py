@@ -24,7 +24,13 @@ from torch import Tensor
 from ptm_func.errors import CheckpointError, ModelReferenceError, UnknownModelError
 from ptm_func.files import atomic, jsonio
 from ptm_func.nets.layers import Params, State
-from ptm_func.nets.registry import Model, get_model, is_known_model, reference_of_model
+from ptm_func.nets.registry import (
+    Model,
+    get_model,
+    is_builtin,
+    rebuildable,
+    reference_of_model,
+)
 from ptm_func.text import printable
 from ptm_func.version import version
 
@@ -161,6 +167,13 @@ def load_checkpoint(
         raise CheckpointError(f"{path}: its class names are not a list of strings")
     _check_blocks_fit(config, tensors, path)
     _check_model_known(metadata, path)
+    if not is_builtin(metadata["model"]):  # shapes first, on the meta device: no allocation
+        with torch.device("meta"):
+            try:
+                dry = get_model(metadata["model"], **config)
+            except (UnknownModelError, ValueError) as err:
+                raise CheckpointError(f"{path}: cannot rebuild its model: {err}") from None
+        check_state_dict(dry, tensors, source=str(path))
     try:
         model = get_model(metadata["model"], **config)
     except (UnknownModelError, ValueError) as err:
@@ -178,17 +191,16 @@ def load_checkpoint(
 
 
 def _check_model_known(metadata: dict[str, str], path) -> None:
-    """A user's model must be given (registered, --model REF, or installed) before its checkpoint
-    loads: ptm never imports the code a file names (a crafted file could name any)."""
-    name = metadata["model"]
-    if is_known_model(name):
-        return
-    reference = metadata.get("reference")
-    if not reference:
-        return  # get_model says the name is unknown
+    """A user's model must be given (registered, a reference, or installed) before its checkpoint
+    loads: ptm never imports the code a file names (a crafted file could name any). An installed
+    model of the same name stands in only for a checkpoint of that installed model."""
+    name, reference = metadata["model"], metadata.get("reference")
+    if not reference or rebuildable(name, reference):
+        return  # or get_model says the name is unknown
     raise ModelReferenceError(
         f"{path} holds {printable(name)!r}, a model of your own ({printable(reference)}); ptm never "
-        f"imports code a checkpoint names: give it again, e.g. --model {printable(reference)}"
+        f"imports code a checkpoint names: give it again (as the MODEL of ptm train or sweep, or "
+        f"--model {printable(reference)} for eval, predict, info and convert)"
     )
 
 

@@ -29,11 +29,12 @@ from typing import Any
 from torch import nn
 
 from ptm_func.catalog import MODEL_NAMES
-from ptm_func.errors import ModelReferenceError
+from ptm_func.errors import ModelConfigError, ModelReferenceError
 from ptm_func.nets.registry import Model
-from ptm_func.nets.user import REFERENCES, REGISTERED, model_from_module
+from ptm_func.nets.user import REFERENCES, REGISTERED, check_name, model_from_module
 
 ENTRY_POINT_GROUP = "ptm_func.models"
+TARGETS: dict[str, Any] = {}  # name -> what its reference named (the same again is no conflict)
 
 
 def is_reference(text: str) -> bool:
@@ -113,16 +114,22 @@ def recordable(key: str, value: Any) -> Any:
 
 
 def register_target(target: Any, name: str, ref: str) -> str:
-    """Register `target` (see the module docstring) under `name`; `ref` is recorded with it."""
-    if name in MODEL_NAMES:
-        raise ModelReferenceError(
-            f"{ref}: {name!r} is one of the book's models; rename yours or register it under another name"
-        )
+    """Register `target` (see the module docstring) under `name`; `ref` is recorded with it.
+    Another model under the same name in this process is refused: one name, one model."""
+    try:
+        check_name(name)
+    except ModelConfigError as err:
+        raise ModelReferenceError(f"{ref}: {err}") from None
     registered_as = [n for n, f in REGISTERED.items() if f is target]
     if registered_as:  # a @register_model factory: already known under its name
         name = registered_as[0]
+    elif TARGETS.get(name, target) is not target:
+        raise ModelReferenceError(
+            f"{ref} and {REFERENCES[name]} are both named {name!r}: one name, one model (rename one, "
+            "or give a function that returns model_from_module(..., name=...))"
+        )
     else:
-        REGISTERED[name] = _factory(target, name, ref)
+        REGISTERED[name], TARGETS[name] = _factory(target, name, ref), target
     REFERENCES[name] = ref
     return name
 
@@ -130,7 +137,20 @@ def register_target(target: Any, name: str, ref: str) -> str:
 def _factory(target: Any, name: str, ref: str) -> Callable[..., Model]:
     """A factory for get_model: options in, a ptm Model out."""
     if isinstance(target, Model):
-        return lambda: target
+
+        def fixed(**options: Any) -> Model:
+            if options:
+                raise ModelReferenceError(
+                    f"{ref} is a Model already: it takes no options ({', '.join(options)})"
+                )
+            return target
+
+        return fixed
+    if isinstance(target, nn.Module):
+        raise ModelReferenceError(
+            f"{ref} is an nn.Module instance: give its class, or a function that builds it (ptm builds "
+            "one per seed)"
+        )
     if isinstance(target, type) and issubclass(target, nn.Module):
 
         def from_class(**options: Any) -> Model:

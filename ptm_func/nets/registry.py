@@ -249,6 +249,28 @@ def get_model(name: str, **config: Any) -> Model:
     return Model(name, config)
 
 
+def is_builtin(name: str) -> bool:
+    return name in _SPECS
+
+
+def is_registered(name: str) -> bool:
+    """Registered in this process (register_model, or a reference given)."""
+    from ptm_func.nets.user import REGISTERED
+
+    return name in REGISTERED
+
+
+def rebuildable(name: str, reference: str | None) -> bool:
+    """Can a model recorded as `name` (given as `reference`) be built here without importing
+    anything a file names? The book's; one registered in this process (a reference given again);
+    or an installed one, for a record of that installed model (not a user's file of that name)."""
+    if is_builtin(name) or is_registered(name):
+        return True
+    from ptm_func.nets.references import installed
+
+    return name in installed() and (not reference or reference.startswith(f"{name} (installed"))
+
+
 def is_known_model(name: str) -> bool:
     """The book's, registered in this process, or installed (an entry point: nothing imported)."""
     from ptm_func.nets.references import installed

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import sys
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -31,6 +32,7 @@ from torch.func import functional_call
 from ptm_func.errors import ModelConfigError
 from ptm_func.nets import rng
 from ptm_func.nets.layers import Params, State
+from ptm_func.nets.models import retie
 from ptm_func.nets.registry import Model, ModelSpec
 
 REGISTERED: dict[str, Callable[..., Model]] = {}
@@ -38,15 +40,32 @@ REFERENCES: dict[str, str] = {}  # name -> how to give it again (FILE.py:ATTR, m
 PROBE = (1, 3, 32, 32)  # one CIFAR image
 
 
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,99}")  # a file name's stem: runs/NAME-seed123...
+
+
+def check_name(name: Any) -> str:
+    """A user's model name: letters, digits and . _ + - (it names files), not one of the book's."""
+    from ptm_func.catalog import MODEL_NAMES
+
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ModelConfigError(
+            f"a model name is 1-100 letters, digits and . _ + - (it names files), got {name!r}"
+        )
+    if name in MODEL_NAMES:
+        raise ModelConfigError(f"{name!r} is one of the book's models; name yours otherwise")
+    return name
+
+
 def register_model(name: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
     """Decorator (timm-style): `get_model(name, **options)` calls the factory with the options;
     the factory returns a Model (model_from_functions or model_from_module)."""
-    from ptm_func.catalog import MODEL_NAMES
-
-    if name in MODEL_NAMES:
-        raise ModelConfigError(f"{name!r} is one of the book's models; register yours under another name")
+    check_name(name)
 
     def decorate(factory: Callable[..., Model]) -> Callable[..., Model]:
+        if not callable(factory):
+            raise ModelConfigError(
+                f"register_model({name!r}) decorates a factory, not a {type(factory).__name__}"
+            )
         REGISTERED[name] = factory
         REFERENCES[name] = reference_of(factory)
         return factory
@@ -106,6 +125,9 @@ def model_from_functions(
     """A Model from `init(generator) -> (params, state)` and `apply(params, state, x, *, train,
     key) -> (logits, new_state)`; `module()` builds its nn.Module twin, if it has one (its
     state_dict keys are the params' and state's)."""
+    check_name(name)
+    if not callable(init) or not callable(apply):
+        raise ModelConfigError(f"{name}: init and apply must be functions")
     spec = ModelSpec(
         init=lambda gen, **_: init(gen),
         apply=lambda params, state, x, *, train, key=None, **_: apply(params, state, x, train=train, key=key),
@@ -127,16 +149,19 @@ def model_from_module(
     init(seed) is the module built after torch.manual_seed(seed), as the book's twins are; its
     checkpoint loads into `factory(**kwargs)` with load_state_dict(strict=True).
     """
-    label = name or getattr(factory, "__name__", type(factory).__name__)
+    label = check_name(name) if name is not None else _default_name(factory)
     template = _build(factory, kwargs, label)
     dropouts = _key_the_dropouts(template)
-    state_keys = {n for n, _ in template.named_buffers()}
+    aliases = _tied_names(template)  # alias -> owner: one tensor, in the checkpoint under both
+    # the state: buffers, and parameters that do not train (frozen, or not floating point)
+    frozen = {n for n, p in template.named_parameters(remove_duplicate=False) if not p.requires_grad}
+    state_keys = {n for n, _ in template.named_buffers(remove_duplicate=False)} | frozen
 
     def init(gen: torch.Generator, **_: Any) -> tuple[Params, State]:
         with torch.random.fork_rng(devices=[]):  # the module built after torch.manual_seed(seed)
             torch.manual_seed(gen.initial_seed())
-            built = factory(**kwargs)
-        tensors = {k: v.detach().clone() for k, v in built.state_dict().items()}
+            built = _build(factory, kwargs, label)
+        tensors = retie({k: v.detach().clone() for k, v in built.state_dict().items()}, aliases)
         return (
             {k: v for k, v in tensors.items() if k not in state_keys},
             {k: v for k, v in tensors.items() if k in state_keys},
@@ -148,8 +173,9 @@ def model_from_module(
         new_state = {k: v.clone() for k, v in state.items()}  # BatchNorm updates these in place
         # the i-th dropout's key goes in as its buffer: functional_call, no side effect to trace
         keys = {f"{n}.{KEY_BUFFER}": _layer_key(key, i, x) for i, n in enumerate(dropouts)}
+        given = {k: v for k, v in {**params, **new_state}.items() if k not in aliases}  # tied: once
         with _mode(template, train, dropout=key is not None):
-            out = functional_call(template, {**params, **new_state, **keys}, (x,), strict=True)
+            out = functional_call(template, {**given, **keys}, (x,), strict=True)
         return out, new_state
 
     spec = ModelSpec(
@@ -159,6 +185,7 @@ def model_from_module(
         defaults={},
         book_class=label,
         summary=f"{label}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())}) (an nn.Module)",
+        aliases=(lambda **_: dict(aliases)) if aliases else None,
         head=_last_linear(template),
     )
     return _with_outputs(Model(label, dict(kwargs), spec))
@@ -189,10 +216,14 @@ def _with_outputs(model: Model) -> Model:
     """The model with its number of outputs in its config, read off one probe image, and
     whether it runs on channels-last images (ModelSpec.channels_last), read off another."""
     params, state = model.init(0)
+    if not params:
+        raise ModelConfigError(f"{model.name} has no parameters to train")
     image = torch.rand(PROBE, generator=torch.Generator().manual_seed(0))
     try:
         logits, _ = model.apply(params, state, image, train=False)
-    except Exception as err:  # noqa: BLE001 - any failure of user code is one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 - any failure of user code is one line, sys.exit too
         raise ModelConfigError(
             f"{model.name} fails on a 3x32x32 image: {type(err).__name__}: {err}"
         ) from None
@@ -209,18 +240,46 @@ def _with_outputs(model: Model) -> Model:
 def _same_on_channels_last(model: Model, params: Params, state: State, image: Tensor, logits: Tensor) -> bool:
     """Does `model` give the same logits on the probe image stored channels-last? (The book's
     Net does not run at all: `out.view(-1, 8 * 8 * 8)` needs NCHW features.)"""
+    if logits.is_meta:  # built on the meta device (shapes only): no values to compare
+        return True
     batch = torch.cat([image, image.flip(-1)]).contiguous(memory_format=torch.channels_last)
     try:
         again, _ = model.apply(params, state, batch, train=False)
-    except Exception:  # noqa: BLE001 - it does not run: NCHW it is
+    except KeyboardInterrupt:
+        raise
+    except BaseException:  # noqa: BLE001 - it does not run: NCHW it is
         return False
     return isinstance(again, Tensor) and again.shape[0] == 2 and torch.allclose(again[:1], logits, atol=1e-5)
+
+
+def _default_name(factory: Any) -> str:
+    """The class's or function's name, made fit to name files (a lambda: "model")."""
+    name = re.sub(r"[^A-Za-z0-9._+-]", "", getattr(factory, "__name__", type(factory).__name__))[:100]
+    name = name.lstrip("._+-") or "model"
+    from ptm_func.catalog import MODEL_NAMES
+
+    return f"{name}-user" if name in MODEL_NAMES else name
+
+
+def _tied_names(module: nn.Module) -> dict[str, str]:
+    """Parameters and buffers that are one tensor under several names: alias -> first name."""
+    owners: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    named = [*module.named_parameters(remove_duplicate=False), *module.named_buffers(remove_duplicate=False)]
+    for name, tensor in named:
+        if id(tensor) in owners:
+            aliases[name] = owners[id(tensor)]
+        else:
+            owners[id(tensor)] = name
+    return aliases
 
 
 def _build(factory: Callable[..., nn.Module], kwargs: dict[str, Any], label: str) -> nn.Module:
     try:
         module = factory(**kwargs)
-    except Exception as err:  # noqa: BLE001 - user code: one line
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:  # noqa: BLE001 - user code: one line (sys.exit too)
         raise ModelConfigError(f"{label}({kwargs}) raised {type(err).__name__}: {err}") from None
     if not isinstance(module, nn.Module):
         raise ModelConfigError(f"{label} built a {type(module).__name__}, not an nn.Module")

@@ -127,6 +127,12 @@ def plan_comparison(
     return overrides, plans
 
 
+def check_outputs(plans: Sequence[tuple[str, dict[str, Any]]], n_classes: int) -> None:
+    """Every variant can have one output per class (a user's model may not): before any trains."""
+    for name, options in plans:
+        book_setup(name, **options)[0].with_classes(n_classes)
+
+
 def describe_comparison(plans: Sequence[tuple[str, dict[str, Any]]], source: str) -> str:
     """`chapter-8 comparison: 20 epochs, bundled:cifar2, seed 123`, and `; resdeep: 10 blocks
     (book: 100)` when resdeep is cut short: the facts a table or chart of it needs."""

@@ -112,8 +112,14 @@ def read_spec(folder: Path) -> tuple[dict[str, Any], list[Member]]:
         ]
     except FileNotFoundError:
         raise SweepError(f"{folder} holds no {SPEC_NAME}: not a sweep folder") from None
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
         raise SweepError(f"{path} is not a readable sweep description ({err})") from None
+    kinds = {"variant": str, "model_config": dict, "reference": str, "classes": list, "seeds": list}
+    for key, kind in kinds.items():
+        if key in spec and not isinstance(spec[key], kind):
+            raise SweepError(f"{path} is not a readable sweep description ({key} is not a {kind.__name__})")
+    if not isinstance(spec.get("variant"), str):
+        raise SweepError(f"{path} is not a readable sweep description (no model name)")
     return spec, members
 
 

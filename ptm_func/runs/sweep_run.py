@@ -31,7 +31,7 @@ from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
 from ptm_func.files.records import run_info
 from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.nets.references import use_model
-from ptm_func.nets.registry import is_known_model, reference_of_model
+from ptm_func.nets.registry import rebuildable, reference_of_model
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
@@ -231,7 +231,7 @@ def _resume_plan(variant: str | None, folder: Path) -> SweepRequest:
     spec, members = sweep.read_spec(folder)
     if variant is not None and variant != spec["variant"]:
         raise SettingsError(f"{folder} sweeps {printable(spec['variant'])!r}, not {variant!r}: give no MODEL")
-    if not is_known_model(spec["variant"]):  # a user's model: given again, never imported from a file
+    if not rebuildable(spec["variant"], spec.get("reference")):  # given again, never imported from a file
         reference = spec.get("reference") or "FILE.py:ATTR"
         raise ModelReferenceError(
             f"{folder} sweeps {printable(spec['variant'])!r}, a model of your own; ptm never imports code "
@@ -321,6 +321,7 @@ def _train(plan: SweepRequest, dataset, dev, checkpoint_every, reporter, stop, w
         "fingerprint": dataset.fingerprint,
         "device": str(dev),
         "sweep_folder": str(plan.folder),
+        **({} if plan.net.builtin else {"reference": reference_of_model(plan.variant)}),
     }
     runner = sweep.SweepRun(
         plan.net,

@@ -30,7 +30,7 @@ from ptm_func.files.records import RunRecord, numbered_run_paths, run_info, run_
 from ptm_func.files.resume import load_run, save_run
 from ptm_func.files.tracking import Tracking, check_trackers
 from ptm_func.nets.references import use_model
-from ptm_func.nets.registry import Model
+from ptm_func.nets.registry import Model, reference_of_model
 from ptm_func.runs.arguments import check_common, check_variant_and_world, flag, whole
 from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
 from ptm_func.runs.reporter import Reporter
@@ -186,6 +186,7 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
         "data": dataset.source,
         "fingerprint": dataset.fingerprint,
         "device": str(plan.device),
+        **({} if plan.net.builtin else {"reference": reference_of_model(variant)}),
     }
     _announce(plan, dataset, world, reporter)
     record = WarningRecord(plan.out, reporter.note, plan.tracking) if main else NoRecord(plan.out)
@@ -248,6 +249,9 @@ def _resume_plan(variant, resume: Path, settings, dev, reporter) -> tuple:
     saved = ckpt.training
     if saved.get("variant") != variant:
         raise SettingsError(f"{resume} is a {printable(saved.get('variant'))!r} run, not {variant!r}")
+    given, trained = reference_of_model(variant), saved.get("reference")
+    if given and trained and given != trained:
+        reporter.note(f"{resume} was trained as {printable(trained)}; resuming it as {printable(given)}")
     saved_values = {**asdict(config), **ckpt.model.config}
     ignored = sorted(k for k in set(settings) - set(RESUME_ADJUSTABLE) if settings[k] != saved_values.get(k))
     if ignored:
