@@ -146,10 +146,14 @@ def test_a_registered_factory_runs_resumes_bitwise_and_its_checkpoint_loads(
 
 def test_models_that_cannot_serve_say_why_in_one_line():
     class OneOutput(nn.Module):
-        def forward(self, x):
-            return x.flatten(1)[:, :1]
+        def __init__(self):
+            super().__init__()
+            self.fc = nn.Linear(3 * 32 * 32, 1)
 
-    class Broken(nn.Module):
+        def forward(self, x):
+            return self.fc(x.flatten(1))
+
+    class Broken(OneOutput):
         def forward(self, x):
             raise RuntimeError("shapes")
 
