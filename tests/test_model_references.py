@@ -199,9 +199,15 @@ def test_resume_of_your_own_model_is_bit_for_bit_and_members_load_strictly(mine,
     assert resumed.exit_code == 0, resumed.output
     a, b = tensors(tmp_path / "a.safetensors"), tensors(tmp_path / "b.safetensors")
     assert all(torch.equal(a[k], b[k]) for k in a)
-    swept = invoke("sweep", *args, "--seeds", "2", "--epochs", "1", "--vmap", "--out", tmp_path / "sw")
-    assert swept.exit_code == 0, swept.output
-    members = sorted((tmp_path / "sw").glob("Tiny-seed*[0-9].safetensors"))
+    for how in ("--vmap", "--no-vmap"):
+        swept = invoke("sweep", *args, "--seeds", "2", "--epochs", "1", how, "--out", tmp_path / f"sw{how}")
+        assert swept.exit_code == 0, swept.output
+    members = sorted((tmp_path / "sw--vmap").glob("Tiny-seed*[0-9].safetensors"))
+    looped = sorted((tmp_path / "sw--no-vmap").glob("Tiny-seed*[0-9].safetensors"))
+    for a_path, b_path in zip(members, looped, strict=True):  # vmapped members: their separate runs
+        a, b = tensors(a_path), tensors(b_path)
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     spec = importlib.util.spec_from_file_location("mine_again", mine)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -209,7 +215,7 @@ def test_resume_of_your_own_model_is_bit_for_bit_and_members_load_strictly(mine,
         module.Tiny().load_state_dict(tensors(path), strict=True)
     together = invoke("eval", *members, "--model", f"{mine}:Tiny")
     assert together.exit_code == 0 and "ensemble of 2" in together.output, together.output
-    cut_short = json.loads((tmp_path / "sw" / "sweep.json").read_text())
+    cut_short = json.loads((tmp_path / "sw--vmap" / "sweep.json").read_text())
     assert cut_short["reference"] == f"{mine}:Tiny"
 
 

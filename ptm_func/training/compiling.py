@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -32,6 +33,9 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
     """
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
+    if device.type == "cpu":  # a CUDA build of torch compiling for the CPU need not say it has no CUDA
+        quiet = logging.getLogger("torch.utils.cpp_extension")
+        quiet.setLevel(max(quiet.getEffectiveLevel(), logging.ERROR))
     modes = [mode or "default"] + ([] if mode in (None, "default") else ["default"])
     compiled = [(f"compiled ({m})", compile_once(step, device, m)) for m in modes]
     return FallbackStep([*compiled, ("eager", step)])
