@@ -24,7 +24,7 @@ import types
 from collections.abc import Callable
 from importlib.metadata import EntryPoint, entry_points
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from torch import nn
 
@@ -168,8 +168,8 @@ def _factory(target: Any, name: str, ref: str) -> Callable[..., Model]:
         built = _call(target, options, ref)
         if isinstance(built, Model):
             return built
-        if isinstance(built, nn.Module):
-            return model_from_module(target, name=name, **options)
+        if isinstance(built, nn.Module):  # it builds modules: one per seed, as a class would
+            return model_from_module(cast(Callable[..., nn.Module], target), name=name, **options)
         raise ModelReferenceError(f"{ref} returned a {type(built).__name__}, not an nn.Module or a ptm Model")
 
     try:
