@@ -166,6 +166,9 @@ def test_the_books_net_from_a_file_trains_bit_for_bit_as_ptm_train_net(mine, ima
     refused = invoke("train", f"{mine}:Net", *args, "--channels-last", "--out", tmp_path / "x.safetensors")
     assert refused.exit_code == 2 and "drop --channels-last" in refused.output
     assert not list(tmp_path.glob("x.*"))
+    refused = invoke("sweep", f"{mine}:Net", *args, "--channels-last", "--out", tmp_path / "sw")
+    assert refused.exit_code == 2 and "drop --channels-last" in refused.output
+    assert not (tmp_path / "sw").exists()
 
 
 def test_a_checkpoint_of_your_own_model_needs_its_reference_given_again(mine, image_folder, tmp_path):

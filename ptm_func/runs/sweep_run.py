@@ -157,6 +157,9 @@ def run_sweep(
     if plan.folder.exists() and not plan.folder.is_dir():
         raise SettingsError(f"{plan.folder} is a file: a sweep writes a folder (give another --out)")
     main = world is None or world.is_main
+    layout = layout_note(plan.members[0].config, dev, plan.net)  # refused before the folder is made
+    if layout and main:
+        reporter.note(layout)
     plan.tracking = Tracking(track, reporter.note) if main else Tracking()
     if plan.tracking:
         reporter.message(plan.tracking.describe("MEMBER.tb in the sweep's folder", logdir=plan.folder))
@@ -184,9 +187,6 @@ def _run(plan, resume, data, classes, dev, seeds, seed, grid, checkpoint_every, 
         _check_outputs(plan)
     if world is not None:
         dev = join(world, dev)
-    layout = layout_note(plan.members[0].config, dev, plan.net)
-    if layout and main:
-        reporter.note(layout)
     reporter.message(f"loading data ({printable(data or 'auto')}) onto {dev} ...")
     fixed_outputs = resume is not None or plan.outputs_given or plan.net.outputs_fixed
     fixed = plan.net.n_classes if fixed_outputs else None  # the classes must fit them

@@ -146,6 +146,9 @@ def run_training(
                 raise CheckpointError(f"no checkpoint at {resume}")
             held.enter_context(owned(Path(resume)))
         plan = _plan(variant, settings, dev, data, classes, out, force, resume, reporter)
+        layout = layout_note(plan.config, plan.device, plan.net)  # refused before any output is held
+        if layout and main:
+            reporter.note(layout)
         plan.checkpoint_every = checkpoint_every
         plan.tracking = Tracking(track, reporter.note) if main else Tracking()
         if plan.tracking:
@@ -172,9 +175,6 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
     if main:
         atomic.check_writable(plan.out, checkpoint_bytes(plan.net))
         atomic.remove_stale_temps(plan.out)
-    layout = layout_note(plan.config, plan.device, plan.net)
-    if layout and main:
-        reporter.note(layout)
     dataset = _load_data(plan, reporter)
     batch, note = batch_for(plan.config.batch_size, len(dataset.train))
     if note and main:
