@@ -123,10 +123,15 @@ def show(report: CheckReport) -> None:
         )
     console = Console()
     console.print(table)
+    measured = (
+        f"--tolerance, or {NOISE_FACTOR} x {noise}, the rel diff of two correct eager runs: NCHW and "
+        "channels-last images"
+        if report.noise_measured
+        else "--tolerance; the model runs on NCHW images only, so no layout noise was measured"
+    )
     console.print(
         "rel diff: largest difference from eager / how far the steps moved the weights; "
-        f"tolerance {report.tolerance:.1e} (--tolerance, or {NOISE_FACTOR} x {noise}, the rel diff of "
-        "two correct eager runs: NCHW and channels-last images); graphs: CUDA graphs recorded",
+        f"tolerance {report.tolerance:.1e} ({measured}); graphs: CUDA graphs recorded",
         soft_wrap=True,
     )
     for v in report.variants:

@@ -62,6 +62,7 @@ class CheckReport:
     noise: float  # relative difference of two correct eager runs (the other image layout)
     tolerance: float  # max(asked, min(NOISE_FACTOR * noise, NOISE_CAP))
     variants: list[VariantReport] = field(default_factory=list)
+    noise_measured: bool = True  # False: the model runs on NCHW images only (no other layout)
 
     @property
     def ok(self) -> bool:
@@ -128,6 +129,7 @@ def check(
         noise = difference(member_tensors(fit(model, data, layout), 0), eager[0], start[0])[0]
     tolerance = max(tolerance, min(NOISE_FACTOR * noise, NOISE_CAP))
     report = CheckReport(name, str(device), torch.__version__, steps, batch_size, noise, tolerance)
+    report.noise_measured = model.takes_channels_last
     for variant, overrides in variants(device):
         if only is not None and variant not in only:
             continue
