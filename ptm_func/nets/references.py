@@ -77,7 +77,10 @@ def use_installed(name: str) -> bool:
         raise ModelReferenceError(
             f"the installed model {name} ({ep.value}) fails to load: {type(err).__name__}: {err}"
         ) from None
-    register_target(target, name, f"{name} (installed: {ep.value})")
+    reference = f"{name} (installed: {ep.value})"
+    known_as = register_target(target, name, reference)
+    if known_as != name:  # a @register_model factory of another name: the entry point's name too
+        REGISTERED[name], REFERENCES[name] = REGISTERED[known_as], reference
     return True
 
 
