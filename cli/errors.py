@@ -40,6 +40,12 @@ def friendly_errors():
         raise typer.Exit(130) from None
     except Exception as err:  # a bug of ours: still one line, the traceback with --debug
         _fail(err, 1, hint=True, prefix=f"internal error ({type(err).__name__}), please report: ")
+    except SystemExit as err:  # ptm exits through typer.Exit: this came from a model's own code
+        _fail(RuntimeError(f"sys.exit({err.code!r}) was called while ptm ran (by a model's own code?)"), 1)
+    except BaseException as err:  # GeneratorExit and the like, raised by a model's own code
+        _fail(
+            err, 1, hint=True, prefix=f"{type(err).__name__} raised while ptm ran (by a model's own code?): "
+        )
 
 
 def _fail(err: Exception, code: int, hint: bool = False, prefix: str = ""):

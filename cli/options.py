@@ -47,17 +47,23 @@ def use_model_ref(ref: str | None) -> None:
         use_model(ref)
 
 
-# what --model-arg may not name: ptm's own settings, each with an option of its own
-OWN_OPTIONS = {"n_chans1": "--n-chans1", "n_blocks": "--n-blocks", "tied": "--tied/--untied",
-               "n_classes": "--classes (one output per class)"}  # fmt: skip
+# what --model-arg may not name: ptm's own settings; where a command has an option for one, its name
+OWN_OPTIONS = {
+    "n_chans1": "--n-chans1", "n_blocks": "--n-blocks", "tied": "--tied/--untied",
+    "n_classes": "--classes, one output per class", "l2_lambda": "--l2", "l1_lambda": "--l1",
+    "l2": "--l2", "l1": "--l1", "members_vmap": "--vmap", "channels_last": "--channels-last",
+    "eval_train_mode": "--book-quirks", "shuffle": "--book-quirks", "json": "--json", "nproc": "--nproc",
+    "model": "--model",
+}  # fmt: skip
 RUN_ARGUMENTS = ("data", "classes", "device", "out", "force", "resume", "checkpoint_every", "replicas",
                  "book_quirks", "reporter", "world", "stop_on_signals", "track", "grid", "seeds", "seed",
-                 "chunk", "name", "variant", "model")  # fmt: skip
+                 "chunk", "name", "variant", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+                 "eval_every", "compile", "augment")  # fmt: skip
 
 
 def model_args(pairs: list[str] | None) -> dict:
     """--model-arg KEY=VALUE pairs as keyword arguments; a KEY that is one of ptm's own settings
-    (a TrainConfig field, a run argument) is refused: it has an option of its own."""
+    (a TrainConfig field, a run argument, an option) is refused."""
     from dataclasses import fields
 
     from ptm_func.errors import ModelReferenceError
@@ -65,12 +71,13 @@ def model_args(pairs: list[str] | None) -> dict:
     from ptm_func.training.config import TrainConfig
 
     args = parse_model_args(pairs)
-    own = {f.name: "--" + f.name.replace("_", "-") for f in fields(TrainConfig)}
+    own: dict[str, str | None] = {f.name: None for f in fields(TrainConfig)}  # no option of its own
     own.update({name: "--" + name.replace("_", "-") for name in RUN_ARGUMENTS}, **OWN_OPTIONS)
     for key in args:
         if key in own:
+            option = f" (where the command has it: {own[key]})" if own[key] else ""
             raise ModelReferenceError(
-                f"--model-arg {key}: that is ptm's own setting, not the model's ({own[key]})"
+                f"--model-arg {key}: that is ptm's own setting, not the model's{option}"
             )
     return args
 

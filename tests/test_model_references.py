@@ -116,6 +116,18 @@ class Fixed3(Drop):  # three outputs, and no n_classes to ask for another count
         self.head = nn.Linear(4 * 16 * 16, 3)
 
 
+class ExitLater(Drop):  # sys.exit from its 4th forward: mid-training, past every probe
+    calls = 0
+
+    def forward(self, x):
+        ExitLater.calls += 1
+        if ExitLater.calls > 3:
+            import sys
+
+            sys.exit("bye")
+        return super().forward(x)
+
+
 INSTANCE = Drop()
 NOT_A_MODEL = (1, 2)
 
@@ -289,13 +301,14 @@ def test_a_crafted_checkpoint_or_sweep_cannot_make_ptm_import_code(mine, image_f
         (
             "{mine}:Tiny",
             ["--model-arg", "lr=0.5"],
-            "--model-arg lr: that is ptm's own setting, not the model's (--lr)",
+            "--model-arg lr: that is ptm's own setting, not the model's (where the command has it: --lr)",
         ),
         ("{mine}:Tiny", ["--model-arg", "n_classes=5"], "--model-arg n_classes: that is ptm's own setting"),
         ("{mine}:NoParams", [], "NoParams has no parameters to train"),
         ("{mine}:ExitsInInit", [], "raised SystemExit: 4"),
         ("{mine}:INSTANCE", [], "is an nn.Module instance: give its class"),
         ("{mine}:Fixed3", ["--classes", "airplane,bird"], "the model has 3 outputs but 2 classes"),
+        ("{mine}:Tiny", ["--model-arg", "l2=1"], "--model-arg l2: that is ptm's own setting"),
         ("{mine}:Tiny", ["--model-arg", "n_chans={1, 2}"], "cannot be recorded in a checkpoint"),
         ("{mine}:Net", ["--classes", "airplane,bird,cat"], "the model has 2 outputs but 3 classes"),
         ("{tmp}/missing.py:Net", [], "no file"),
@@ -499,3 +512,21 @@ def test_model_names_name_files_safely():
         model_from_module(torch.nn.Linear, name="../escaped", in_features=3 * 32 * 32, out_features=2)
     with pytest.raises(ModelConfigError, match="decorates a factory"):
         register_model("fine")(5)
+
+
+def test_a_crafted_sweep_cannot_write_outside_its_folder_and_sys_exit_mid_run_is_one_line(
+    mine, image_folder, tmp_path
+):
+    args = [*COMMON, "--data", image_folder, "--epochs", "1"]
+    sweep = tmp_path / "deep" / "er" / "sw"
+    assert invoke("sweep", f"{mine}:Drop", *args, "--out", sweep).exit_code == 0
+    spec = json.loads((sweep / "sweep.json").read_text())
+    spec["members"][0]["name"] = "../../evil"
+    (sweep / "sweep.json").write_text(json.dumps(spec))
+    result = invoke("sweep", f"{mine}:Drop", "--resume", sweep, "--epochs", "2")
+    assert result.exit_code == 1 and "member '../../evil'" in one_error_line(result.output)
+    assert not list(tmp_path.rglob("evil*"))
+    result = invoke("train", f"{mine}:ExitLater", *args, "--out", tmp_path / "el.safetensors")
+    assert result.exit_code == 1 and "sys.exit('bye') was called" in result.output.strip().splitlines()[-1]
+    twice = invoke("compare", f"{mine}:Drop", f"{mine}:Drop", "--data", image_folder, "--epochs", "1")
+    assert twice.exit_code == 2 and "Drop is given twice" in one_error_line(twice.output)

@@ -97,6 +97,9 @@ def plan_comparison(
     them cannot take.
     """
     variants = [use_model(n) for n in variants]
+    twice = sorted({n for n in variants if variants.count(n) > 1})
+    if twice:
+        raise SettingsError(f"{', '.join(twice)} is given twice: each variant trains once")
     unknown = [n for n in variants if n not in TRAINABLE_NAMES and not is_known_model(n)]
     if unknown:
         raise SettingsError(

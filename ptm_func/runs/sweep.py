@@ -13,6 +13,7 @@ import itertools
 import json
 import math
 import os
+import re
 import statistics
 import tempfile
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.files.records import RunRecord
 from ptm_func.files.resume import load_runs, resumable_position, save_runs
 from ptm_func.nets.registry import Model
+from ptm_func.text import printable
 from ptm_func.training.config import TrainConfig
 from ptm_func.training.loop import fit
 from ptm_func.training.state import EpochStats, TrainState, member_state, per_member, stack_members
@@ -101,6 +103,9 @@ def write_spec(folder: Path, spec: dict[str, Any]) -> None:
         raise SweepError(f"cannot write {folder / SPEC_NAME}: {atomic.reason(err)}") from None
 
 
+MEMBER_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,199}")
+
+
 def read_spec(folder: Path) -> tuple[dict[str, Any], list[Member]]:
     """The sweep's settings and members, from its sweep.json."""
     path = folder / SPEC_NAME
@@ -120,6 +125,12 @@ def read_spec(folder: Path) -> tuple[dict[str, Any], list[Member]]:
             raise SweepError(f"{path} is not a readable sweep description ({key} is not a {kind.__name__})")
     if not isinstance(spec.get("variant"), str):
         raise SweepError(f"{path} is not a readable sweep description (no model name)")
+    for member in members:  # a member's name names its files, inside this folder only
+        name = member.name
+        if not isinstance(name, str) or not MEMBER_NAME.fullmatch(name) or ".." in name:
+            raise SweepError(
+                f"{path} is not a readable sweep description (member {printable(member.name)!r})"
+            )
     return spec, members
 
 
