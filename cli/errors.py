@@ -48,7 +48,7 @@ def friendly_errors():
         )
 
 
-def _fail(err: Exception, code: int, hint: bool = False, prefix: str = ""):
+def _fail(err: BaseException, code: int, hint: bool = False, prefix: str = ""):
     """One line on stderr (the traceback too with --debug), then exit with `code`."""
     if DEBUG["enabled"]:
         traceback.print_exception(err)
