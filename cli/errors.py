@@ -42,7 +42,7 @@ def friendly_errors():
         _fail(err, 1, hint=True, prefix=f"internal error ({type(err).__name__}), please report: ")
     except SystemExit as err:  # ptm exits through typer.Exit: this came from a model's own code
         _fail(RuntimeError(f"sys.exit({err.code!r}) was called while ptm ran (by a model's own code?)"), 1)
-    except BaseException as err:  # GeneratorExit and the like, raised by a model's own code
+    except GeneratorExit as err:  # a model's own code; other BaseExceptions (a kill) go through
         _fail(
             err, 1, hint=True, prefix=f"{type(err).__name__} raised while ptm ran (by a model's own code?): "
         )
