@@ -145,7 +145,7 @@ def _given_again(model: str | None) -> str:
 
 def _folder(arguments: dict) -> Path | None:
     """The sweep's folder, chosen once before --nproc's workers start (they must share it)."""
-    from ptm_func.runs.sweep_run import holds_files, unused_folder
+    from ptm_func.runs.sweep import holds_files, unused_folder
 
     model, out, resume = arguments["model"], arguments["out"], arguments["resume"]
     if resume is not None:

@@ -240,7 +240,7 @@ def test_out_naming_a_finished_run_replaces_it_with_a_note(image_folder, tmp_pat
 def test_lock_corner_cases_of_the_second_attack(image_folder, tmp_path, monkeypatch):
     """A checkpoint named sweep.safetensors trains; a default name in a held sweep folder is
     refused; a killed writer's hidden temps do not make a folder 'hold files'."""
-    from ptm_func.runs.sweep_run import holds_files
+    from ptm_func.runs.sweep import holds_files
 
     named = CliRunner().invoke(
         app, train_args(image_folder, "--epochs", "1", "--out", tmp_path / "x" / "sweep.safetensors")

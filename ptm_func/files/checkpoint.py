@@ -21,15 +21,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ptm_func.errors import CheckpointError, ModelReferenceError, UnknownModelError
+from ptm_func.errors import CheckpointError, UnknownModelError
 from ptm_func.files import atomic, jsonio
 from ptm_func.nets.layers import Params, State
 from ptm_func.nets.registry import (
     Model,
     get_model,
     is_builtin,
-    rebuildable,
     reference_of_model,
+    require_rebuildable,
 )
 from ptm_func.text import printable
 from ptm_func.version import version
@@ -192,16 +192,12 @@ def load_checkpoint(
 
 def _check_model_known(metadata: dict[str, str], path) -> None:
     """A user's model must be given (registered, a reference, or installed) before its checkpoint
-    loads: ptm never imports the code a file names (a crafted file could name any). An installed
-    model of the same name stands in only for a checkpoint of that installed model."""
+    loads: ptm never imports the code a file names (a crafted file could name any)."""
     name, reference = metadata["model"], metadata.get("reference")
-    if not reference or rebuildable(name, reference):
-        return  # or get_model says the name is unknown
-    raise ModelReferenceError(
-        f"{path} holds {printable(name)!r}, a model of your own ({printable(reference)}); ptm never "
-        f"imports code a checkpoint names: give it again (as the MODEL of ptm train or sweep, or "
-        f"--model {printable(reference)} for eval, predict, info and convert)"
-    )
+    if reference:  # without one, get_model says the name is unknown
+        shown = printable(reference)
+        again = f"as the MODEL of ptm train or sweep, or --model {shown} for eval, predict, info and convert"
+        require_rebuildable(name, reference, str(path), again)
 
 
 def json_object(metadata: dict[str, str], key: str, path) -> dict[str, Any]:

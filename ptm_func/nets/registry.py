@@ -11,10 +11,11 @@ import torch
 from torch import Tensor, nn
 
 from ptm_func.catalog import MODEL_NAMES
-from ptm_func.errors import ModelConfigError, UnknownModelError
+from ptm_func.errors import ModelConfigError, ModelReferenceError, UnknownModelError
 from ptm_func.nets import models, modules
 from ptm_func.nets.layers import STATE_SUFFIXES, Params, State
 from ptm_func.nets.rng import KeyLike
+from ptm_func.text import printable
 
 
 @dataclass(frozen=True)
@@ -269,6 +270,17 @@ def rebuildable(name: str, reference: str | None) -> bool:
     from ptm_func.nets.references import installed
 
     return name in installed() and (not reference or reference.startswith(f"{name} (installed"))
+
+
+def require_rebuildable(name: str, reference: str | None, holder: str, again: str) -> None:
+    """Refuse, in one line that says how to give it again, a user's model that `holder` (a
+    checkpoint, a sweep) records but this process does not know: ptm imports no code a file names."""
+    if rebuildable(name, reference):
+        return
+    raise ModelReferenceError(
+        f"{holder} holds {printable(name)!r}, a model of your own ({printable(reference or '?')}); ptm "
+        f"never imports code a file names: give it again ({again})"
+    )
 
 
 def is_known_model(name: str) -> bool:

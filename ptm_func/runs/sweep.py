@@ -16,7 +16,7 @@ import os
 import re
 import statistics
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from ptm_func.data.dataset import Dataset
 from ptm_func.errors import CheckpointError, SweepError
 from ptm_func.files import atomic, jsonio
 from ptm_func.files.checkpoint import load_checkpoint
+from ptm_func.files.ownership import SWEEP_LOCK
 from ptm_func.files.records import RunRecord
 from ptm_func.files.resume import load_runs, resumable_position, save_runs
 from ptm_func.nets.registry import Model
@@ -339,3 +340,23 @@ def table(results: Sequence[dict[str, Any]], swept: Sequence[str]) -> list[dict[
             }
         )
     return sorted(out, key=lambda row: -1 if row["val_mean"] is None else row["val_mean"], reverse=True)
+
+
+def holds_files(folder: Path) -> bool:
+    """Does `folder` hold anything but its lock (and the hidden temp files of a write that a
+    kill -9 cut short: .NAME.probePID, .NAME.tmpPID)?"""
+    return folder.exists() and any(
+        p.name != SWEEP_LOCK and not p.name.startswith(".") for p in folder.iterdir()
+    )
+
+
+def numbered_folders(folder: Path) -> Iterator[Path]:
+    """folder, folder-2, folder-3, ...: the folders a new sweep may take."""
+    yield folder
+    for number in itertools.count(2):
+        yield folder.with_name(f"{folder.name}-{number}")
+
+
+def unused_folder(folder: Path) -> Path:
+    """`folder`, or folder-2, folder-3, ...: the first that does not exist or is empty."""
+    return next(f for f in numbered_folders(folder) if not holds_files(f))

@@ -12,9 +12,8 @@ folder where it stopped; in a `world` of ranks each rank trains its share of the
 from __future__ import annotations
 
 import contextlib
-import itertools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,21 @@ import torch
 from ptm_func.catalog import TRAINABLE_NAMES
 from ptm_func.data.dataset import Dataset, check_same_data
 from ptm_func.data.sources import load_dataset
-from ptm_func.errors import ModelReferenceError, PlotUnavailable, SettingsError
+from ptm_func.errors import PlotUnavailable, SettingsError
 from ptm_func.files import atomic
 from ptm_func.files.checkpoint import checkpoint_bytes, load_checkpoint
-from ptm_func.files.ownership import SWEEP_LOCK, first_free, owned
+from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.records import run_info
 from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.nets.references import use_model
-from ptm_func.nets.registry import rebuildable, reference_of_model
+from ptm_func.nets.registry import reference_of_model, require_rebuildable
 from ptm_func.reports.plot import sweep_chart
 from ptm_func.research.ensemble import ensemble_accuracy
 from ptm_func.runs import sweep
 from ptm_func.runs.arguments import check_common, check_variant_and_world, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.signals import StopOnSignal
+from ptm_func.runs.sweep import holds_files, numbered_folders
 from ptm_func.text import names, printable
 from ptm_func.training.compiling import layout_note, will_compile
 from ptm_func.training.config import TrainConfig, book_setup
@@ -231,12 +231,8 @@ def _resume_plan(variant: str | None, folder: Path) -> SweepRequest:
     spec, members = sweep.read_spec(folder)
     if variant is not None and variant != spec["variant"]:
         raise SettingsError(f"{folder} sweeps {printable(spec['variant'])!r}, not {variant!r}: give no MODEL")
-    if not rebuildable(spec["variant"], spec.get("reference")):  # given again, never imported from a file
-        reference = spec.get("reference") or "FILE.py:ATTR"
-        raise ModelReferenceError(
-            f"{folder} sweeps {printable(spec['variant'])!r}, a model of your own; ptm never imports code "
-            f"a file names: give it again, ptm sweep {printable(reference)} --resume {folder}"
-        )
+    again = f"ptm sweep {printable(spec.get('reference') or 'FILE.py:ATTR')} --resume {folder}"
+    require_rebuildable(spec["variant"], spec.get("reference"), str(folder), again)
     net, _ = book_setup(spec["variant"], **spec["model_config"])
     return SweepRequest(spec["variant"], net, members, spec["swept"], spec["chunk"], folder, spec)
 
@@ -395,23 +391,3 @@ def _add_ensembles(rows, results, swept, dataset: Dataset) -> None:
             members = [load_checkpoint(path, dataset.val.images.device) for path in finished]
             together = [(m.model, m.params, m.state) for m in members]
             row["ensemble_val"] = ensemble_accuracy(together, dataset.val)["ensemble"]
-
-
-def holds_files(folder: Path) -> bool:
-    """Does `folder` hold anything but its lock (and the hidden temp files of a write that a
-    kill -9 cut short: .NAME.probePID, .NAME.tmpPID)?"""
-    return folder.exists() and any(
-        p.name != SWEEP_LOCK and not p.name.startswith(".") for p in folder.iterdir()
-    )
-
-
-def numbered_folders(folder: Path) -> Iterator[Path]:
-    """folder, folder-2, folder-3, ...: the folders a new sweep may take."""
-    yield folder
-    for number in itertools.count(2):
-        yield folder.with_name(f"{folder.name}-{number}")
-
-
-def unused_folder(folder: Path) -> Path:
-    """`folder`, or folder-2, folder-3, ...: the first that does not exist or is empty."""
-    return next(f for f in numbered_folders(folder) if not holds_files(f))
