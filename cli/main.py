@@ -16,6 +16,7 @@ from .plot_cmd import plot
 from .show import show_app
 from .sweep_cmd import sweep_command
 from .training import evaluate_checkpoint, train
+from .tune_cmd import tune_command
 
 app = typer.Typer(
     help=(
@@ -63,6 +64,7 @@ for name, command in [
     ("compare", compare),
     ("plot", plot),
     ("sweep", sweep_command),
+    ("tune", tune_command),
     ("check", check_command),
 ]:
     app.command(name, short_help=whole_first_paragraph(command))(command)

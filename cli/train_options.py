@@ -35,6 +35,10 @@ Resume = typer.Option(
     None,
     help="Continue the run saved at this checkpoint (or the --replicas folder), exactly where it stopped.",
 )
+Config = typer.Option(
+    None,
+    help="Settings from a file (ptm tune's best.json): its model's settings; options given here win.",
+)
 CheckpointEvery = typer.Option(0, help="Also save every N epochs (0: only at the end or on interruption).")
 Replicas = typer.Option(
     1,

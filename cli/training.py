@@ -10,7 +10,7 @@ from ptm_func.files import jsonio
 from ptm_func.text import printable
 
 from . import train_options
-from .errors import friendly_errors
+from .errors import UsageError, friendly_errors
 from .launch import run_as_worker, run_workers, world_or_launch
 from .options import (
     Augment,
@@ -52,6 +52,7 @@ def train(
     out: Path | None = train_options.Out,
     force: bool = train_options.Force,
     resume: Path | None = train_options.Resume,
+    config: Path | None = train_options.Config,
     checkpoint_every: int = train_options.CheckpointEvery,
     replicas: int = train_options.Replicas,
     nproc: int = train_options.Nproc,
@@ -85,6 +86,8 @@ def train(
     Example: ptm train res --data cifar10 --classes all --augment flip,crop   (ten classes, augmented)
 
     Example: ptm train examples/kernels.py:KernelNet --model-arg kernel=(5,5)   (your own nn.Module)
+
+    Example: ptm train net --config runs/tune-net/best.json   (the best settings ptm tune found)
     """
     arguments = dict(locals())  # what --nproc's workers run again
     with friendly_errors():
@@ -99,6 +102,8 @@ def train(
             n_chans1=n_chans1, n_blocks=n_blocks, tied=tied, augment=parse_augment(augment),
         )  # fmt: skip
         settings.update(model_args(model_arg), **optional(channels_last=channels_last))
+        if config is not None:
+            settings = {**_settings_file(config, model), **settings}
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
@@ -109,6 +114,17 @@ def train(
             _print_replicas(outcome, as_json, model)
         else:
             _print_run(outcome, as_json, model)
+
+
+def _settings_file(path: Path, model: str) -> dict:
+    """A settings file's settings (ptm tune's best.json), for the model it names."""
+    from ptm_func.nets.references import use_model
+    from ptm_func.runs.tune import read_config
+
+    named, settings = read_config(path)
+    if named != use_model(model):
+        raise UsageError(f"--config {path} holds settings for {named!r}, not {model!r}")
+    return settings
 
 
 def _print_run(outcome, as_json: bool, given: str) -> None:

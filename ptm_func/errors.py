@@ -63,6 +63,10 @@ class TrackerUnavailable(RuntimeError):
     """A tracker asked for with --track is not installed (the `tensorboard` or `mlflow` extra)."""
 
 
+class StudyStorageError(RuntimeError):
+    """A study's storage cannot be reached, refuses the login, or cannot be written (exit 1)."""
+
+
 # Errors in what the user asked for, as opposed to what happened while running.
 USAGE_ERRORS = (
     SettingsError,

@@ -151,3 +151,60 @@ def test_ensemble_accuracy_is_the_mean_of_probabilities_not_a_vote():
     result = ensemble_accuracy(members, split)
     assert result["members"] == [0.25, 0.25, 0.75]
     assert result["ensemble"] == 0.75
+
+
+def _same_weights(a, b) -> bool:
+    return all(torch.equal(a.params[k], v) for k, v in b.params.items()) and all(
+        torch.equal(a.state[k], v) for k, v in b.state.items()
+    )
+
+
+@pytest.mark.parametrize("vmap", [False, True])
+def test_stopped_members_leave_the_stack_and_the_others_train_on_unchanged(vmap):
+    """fit(stop_members=...): a pruned trial keeps its state where it stopped and costs no more
+    steps; every other member ends as it would have without the stop."""
+    model, base = book_setup("batchnorm", epochs=3, batch_size=16, compile=False, members_vmap=vmap)
+    configs, data = member_configs(base), random_data()
+    if vmap:
+        configs = [replace(c, lr=min(c.lr, 0.02), momentum=min(c.momentum, 0.5)) for c in configs]
+    seen = []
+
+    def stop(stats, ts):
+        seen.append(
+            (stats.epoch, [v is not None for v in stats.members["loss"]], ts.params["conv1.weight"].shape[0])
+        )
+        return {1} if stats.epoch == 1 else ()
+
+    pruned = fit(model, data, configs, stop_members=stop)
+    full = fit(model, data, configs)
+    assert seen == [(1, [True] * 3, 3), (2, [True, False, True], 2)]  # 3 epochs: no call after the last
+    assert pruned.active == [0, 2] and set(pruned.stopped) == {1}
+    epoch, at_stop = pruned.stopped[1]
+    assert epoch == 1 and at_stop.epoch == 1
+    one_epoch = fit(model, data, replace(configs[1], epochs=1))
+    tolerance = {"rtol": 1e-4, "atol": 1e-5}
+    for key, value in one_epoch.params.items():  # the member as its own 1-epoch run left it
+        assert (
+            torch.allclose(at_stop.params[key], value, **tolerance)
+            if vmap
+            else torch.equal(at_stop.params[key], value)
+        )
+    for r in (0, 2):
+        ours, theirs = pruned.member(r), full.member(r)
+        if vmap:
+            for key, value in theirs.params.items():
+                assert torch.allclose(ours.params[key], value, **tolerance), (r, key)
+        else:
+            assert _same_weights(ours, theirs), r
+            assert pruned.val_accuracy[r] == full.val_accuracy[r]
+    assert pruned.val_accuracy[1] is None and pruned.train_accuracy[1] is None
+    assert pruned.history[-1].members["loss"][1] is None
+
+
+def test_when_every_member_stops_the_run_ends_there():
+    model, base = book_setup("net", epochs=4, batch_size=32, compile=False, members_vmap=False)
+    configs = member_configs(base)[:2]
+    result = fit(model, random_data(), configs, stop_members=lambda stats, ts: {0, 1})
+    assert len(result.history) == 1 and result.active == []
+    assert result.val_accuracy == [None, None]
+    assert [result.member(r).epoch for r in (0, 1)] == [1, 1]

@@ -175,6 +175,8 @@ class SweepRun:
     on_note: Callable[[str], None] | None = None
     stop_requested: Callable[[], bool] | None = None
     tracking: Any = None  # files.tracking.Tracking: mirrors each member's record (--track)
+    # fit's stop_members (ptm tune's pruner): a member stopped early saves where it stopped
+    stop_members: Callable[[EpochStats, TrainState], Any] | None = None
 
     def plan(self, members: Sequence[Member], chunk: int, rank: int = 0, ranks: int = 1) -> list[list]:
         """The unfinished members in the chunks this rank trains: members that saved at the same
@@ -238,6 +240,7 @@ class SweepRun:
             on_epoch=log,
             on_step=self.on_step,
             stop_requested=self.stop_requested,
+            stop_members=self.stop_members,
         )
         outcome.seconds += result.seconds
         outcome.interrupted = result.interrupted
@@ -249,6 +252,8 @@ class SweepRun:
                 facts.update(train_accuracy=train[r], val_accuracy=val[r])
             if r in result.diverged:
                 facts["diverged_in_epoch"] = result.diverged[r][0]
+            if r in result.stopped:
+                facts["stopped_in_epoch"] = result.stopped[r][0]
             done.append(facts)
         final = self._saves(todo, paths, [result.member(r) for r in range(len(todo))], done)
         try:

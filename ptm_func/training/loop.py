@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -31,6 +31,7 @@ from ptm_func.training.state import (
     member_state,
     peak_memory,
     per_member,
+    select_members,
     single,
     snapshot,
 )
@@ -65,6 +66,7 @@ class _Epochs:
     base_keys: Tensor  # (K,) or one key: each member's seed as a key
     on_step: Callable[[int, int], None] | None
     stop_requested: Callable[[], bool] | None
+    active: list[int]  # the members still in the stack, by their index in fit's configs
 
     @property
     def lead(self) -> TrainConfig:
@@ -85,6 +87,7 @@ def fit(
     on_step: Callable[[int, int], None] | None = None,
     stop_requested: Callable[[], bool] | None = None,
     world: World | None = None,
+    stop_members: Callable[[EpochStats, TrainState], Collection[int]] | None = None,
 ) -> TrainResult:
     """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
 
@@ -95,6 +98,10 @@ def fit(
     `on_step(step, n_steps)` sees each step (host-side only, no sync); `stop_requested` is
     polled after every step and ends the run early (result.interrupted, no evaluation) with
     the state to save. A loss that turns NaN or infinite ends a run at its last finite state.
+    `stop_members(stats, ts)` (K members) names members to stop after an epoch (a pruned
+    trial): each keeps its state there (result.stopped) and leaves the stack, so it costs no
+    more step time; the others go on exactly as before. Epoch stats keep K entries (None for a
+    stopped member); `ts` given to callbacks holds the members still training (result.active).
     In a `world` of several ranks (one run) each rank trains its slice of every global batch
     (see distributed.py); every rank returns the same result, and they stop at the same step.
     """
@@ -132,7 +139,7 @@ def fit(
         running = (correct.double() / len(data.train)).tolist()
         seconds = time.perf_counter() - t0
         steps_run = run.n_batches - ts.step_in_epoch
-        k = len(configs)
+        k = len(run.configs)
         no_loss: float | list[float] = [0.0] * k if members else 0.0
         none_correct: int | list[int] = [0] * k if members else 0
         ts = TrainState(params, state, opt_state, ts.epoch + 1, 0, no_loss, none_correct)
@@ -142,6 +149,13 @@ def fit(
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)
+        if stop_members is not None and members and ts.epoch < run.lead.epochs:
+            run, ts = _stop_members(run, result, ts, stop_members(stats, ts))
+            last_good = snapshot(ts)
+            if not run.active:  # every member stopped early: none has a final evaluation
+                nothing: list[float | None] = [None] * len(configs)
+                result.train_accuracy, result.val_accuracy = nothing, list(nothing)
+                return _finish(result, started, run.step, device)
         if world is None and stop_requested is not None:  # a signal during validation
             vote = stop_requested()
         if vote and ts.epoch < run.lead.epochs:
@@ -174,7 +188,7 @@ def _prepare(model, data, configs, members, world, on_step, stop_requested) -> _
     base_keys = torch.stack([rng.key(s, device) for s in seeds]) if members else rng.key(lead.seed, device)
     return _Epochs(
         model, data, configs, members, world, train_images, hyper, step, partial_step, base_keys,
-        on_step, stop_requested,
+        on_step, stop_requested, list(range(len(configs))),
     )  # fmt: skip
 
 
@@ -235,7 +249,7 @@ def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, step
         val = None if val is None else single(val)
         return EpochStats(ts.epoch, run.lead.epochs, losses, running, seconds, samples_per_second, val)
     vals = None if val is None else per_member(val)
-    finite = [r for r in range(k) if r not in result.diverged]
+    finite = [p for p, r in enumerate(run.active) if r not in result.diverged]
     stats = EpochStats(
         ts.epoch,
         run.lead.epochs,
@@ -245,8 +259,42 @@ def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, step
         samples_per_second,
         None if vals is None else statistics.fmean(vals[r] for r in finite),
     )
-    stats.members = {"loss": losses, "train_accuracy_running": running, "val_accuracy": vals or [None] * k}
+    stats.members = {
+        key: _everyone(values, run.active, len(result.configs))
+        for key, values in (("loss", losses), ("train_accuracy_running", running), ("val_accuracy", vals))
+    }
     return stats
+
+
+def _everyone(values: list | None, active: list[int], k: int) -> list:
+    """The active members' values at their places among all K (None for the others)."""
+    out: list = [None] * k
+    for position, index in enumerate(active):
+        out[index] = None if values is None else values[position]
+    return out
+
+
+def _stop_members(run: _Epochs, result: TrainResult, ts: TrainState, stop: Collection[int]):
+    """Take the members `stop` names (fit's indices) out of the stack, keeping their states."""
+    stop = {r for r in stop if r in run.active and r not in result.diverged}
+    if not stop:
+        return run, ts
+    for r in sorted(stop):
+        result.stopped[r] = (ts.epoch, snapshot(member_state(ts, run.active.index(r), result.configs[r])))
+    keep = [p for p, r in enumerate(run.active) if r not in stop]
+    run = replace(
+        run,
+        configs=[run.configs[p] for p in keep],
+        hyper={k: v[keep] if isinstance(v, Tensor) else v for k, v in run.hyper.items()},
+        base_keys=run.base_keys[keep],
+        active=[run.active[p] for p in keep],
+    )
+    result.active = run.active
+    if not keep:
+        return run, ts
+    picked = select_members(ts, keep)
+    result.train_state = picked
+    return run, picked
 
 
 def _finish(result: TrainResult, started: float, step: Callable, device: torch.device) -> TrainResult:
@@ -262,15 +310,17 @@ def _finish(result: TrainResult, started: float, step: Callable, device: torch.d
 def _note_divergence(result: TrainResult, loss_sum: Tensor, epoch: int, last_good: TrainState) -> bool:
     """Record members whose loss turned NaN or infinite (with their last finite state).
 
-    Members are independent under vmap, so the others train on; True once every member has
-    diverged, with the run rolled back to `last_good`.
+    Members are independent under vmap, so the others train on; True once every member still
+    training has diverged, with the run rolled back to `last_good`.
     """
     finite = torch.isfinite(loss_sum).reshape(-1).tolist()
-    for r, ok in enumerate(finite):
+    active = result.active if result.members else [0]
+    for p, ok in enumerate(finite):
+        r = active[p]
         if not ok and r not in result.diverged:
-            member = member_state(last_good, r, result.configs[r]) if result.members else last_good
+            member = member_state(last_good, p, result.configs[r]) if result.members else last_good
             result.diverged[r] = (epoch, member)
-    if len(result.diverged) < len(finite):
+    if any(r not in result.diverged for r in active):
         return False
     result.train_state = last_good
     return True
@@ -294,11 +344,14 @@ def _validation(model, ts, data, configs, members, base_keys) -> float | list[fl
 
 
 def _final_evaluation(model: Model, result: TrainResult, data: Dataset, base_keys: Tensor) -> None:
-    """Train and val accuracy of every member (the book's train-mode validate() with quirks)."""
-    configs, members = result.configs, result.members
+    """Train and val accuracy of every member still training (the book's train-mode validate()
+    with quirks); None for a member stopped early."""
+    active, members = result.active, result.members
+    configs = [result.configs[r] for r in active]
     views = _member_views(result.train_state, members, len(configs))
-    for r, (_, last_finite) in result.diverged.items():  # judged by the weights they keep
-        views[r] = (last_finite.params, last_finite.state)
+    for p, r in enumerate(active):  # judged by the weights they keep
+        if r in result.diverged:
+            views[p] = (result.diverged[r][1].params, result.diverged[r][1].state)
     keys = base_keys if members else base_keys.unsqueeze(0)
     train, val, states = [], [], []
     for (params, state), config, key in zip(views, configs, keys, strict=True):
@@ -318,8 +371,9 @@ def _final_evaluation(model: Model, result: TrainResult, data: Dataset, base_key
         states.append(state)
     if configs[0].eval_train_mode:  # validate() updated the BN running stats
         result.train_state.state = stack(states) if members else states[0]
-    result.train_accuracy = train if members else train[0]
-    result.val_accuracy = val if members else val[0]
+    k = len(result.configs)
+    result.train_accuracy = _everyone(train, active, k) if members else train[0]
+    result.val_accuracy = _everyone(val, active, k) if members else val[0]
 
 
 def fit_ensemble(

@@ -86,6 +86,20 @@ def stack(trees: list[Any], _stacked: dict | None = None) -> Any:
     raise TypeError(f"cannot stack {type(first).__name__}")
 
 
+def select(tree: Any, positions: Sequence[int], _picked: dict | None = None) -> Any:
+    """Members `positions` of a stacked pytree, stacked (copies; shared tensors stay shared)."""
+    picked = {} if _picked is None else _picked
+    if isinstance(tree, Tensor):
+        if id(tree) not in picked:
+            picked[id(tree)] = tree[torch.tensor(positions, dtype=torch.long, device=tree.device)]
+        return picked[id(tree)]
+    if isinstance(tree, dict):
+        return {k: select(v, positions, picked) for k, v in tree.items()}
+    if isinstance(tree, tuple):
+        return type(tree)(*(select(v, positions, picked) for v in tree))
+    raise TypeError(f"cannot select from {type(tree).__name__}")
+
+
 def unstack(tree: Any, index: int) -> Any:
     """Member `index` of a stacked pytree (views, no copies)."""
     if isinstance(tree, Tensor):

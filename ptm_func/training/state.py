@@ -13,7 +13,7 @@ from torch import Tensor
 from ptm_func.nets.layers import Params, State
 from ptm_func.nets.registry import Model
 from ptm_func.training.config import TrainConfig
-from ptm_func.training.members import stack, unstack
+from ptm_func.training.members import select, stack, unstack
 from ptm_func.training.optim import SGDState
 from ptm_func.training.step import drop_aliases
 
@@ -131,6 +131,19 @@ def member_state(ts: TrainState, index: int, config: TrainConfig) -> TrainState:
     )
 
 
+def select_members(ts: TrainState, positions: Sequence[int]) -> TrainState:
+    """Members `positions` of a stacked TrainState, stacked: the ones that train on."""
+    return TrainState(
+        select(ts.params, positions),
+        select(ts.state, positions),
+        select(ts.opt_state, positions),
+        ts.epoch,
+        ts.step_in_epoch,
+        [per_member(ts.loss_sum)[p] for p in positions],
+        [per_member(ts.correct)[p] for p in positions],
+    )
+
+
 @dataclass
 class TrainResult:
     train_state: TrainState  # K members: stacked (see member())
@@ -141,11 +154,18 @@ class TrainResult:
     # member -> (the epoch its loss turned NaN or infinite, its last finite TrainState).
     # Other members train on; a single run stops there.
     diverged: dict[int, tuple[int, TrainState]] = field(default_factory=dict)
-    train_accuracy: float | list[float] | None = None
-    val_accuracy: float | list[float] | None = None
+    # member -> (the epoch after which fit's stop_members took it out, its TrainState there)
+    stopped: dict[int, tuple[int, TrainState]] = field(default_factory=dict)
+    active: list[int] = field(default_factory=list)  # the members train_state holds (all unless stopped)
+    train_accuracy: float | list[float | None] | None = None
+    val_accuracy: float | list[float | None] | None = None
     seconds: float = 0.0
     peak_memory_bytes: int = 0
     fallbacks: list[str] = field(default_factory=list)  # compiled steps that failed (fallback.py)
+
+    def __post_init__(self):
+        if not self.active:
+            self.active = list(range(len(self.configs)))
 
     @property
     def params(self) -> Params:
@@ -169,12 +189,14 @@ class TrainResult:
         return sorted(self.diverged)
 
     def member(self, index: int) -> TrainState:
-        """Member `index`'s TrainState (its last finite one if it diverged)."""
+        """Member `index`'s TrainState (its last finite one if it diverged; where it stopped)."""
         if index in self.diverged:
             return self.diverged[index][1]
+        if index in self.stopped:
+            return self.stopped[index][1]
         if not self.members:
             return self.train_state
-        return member_state(self.train_state, index, self.configs[index])
+        return member_state(self.train_state, self.active.index(index), self.configs[index])
 
     def summary(self) -> dict[str, Any]:
         out = {
@@ -198,8 +220,9 @@ class TrainResult:
         return out
 
 
-def _listed(value: float | list[float] | None) -> list[float] | None:
-    return None if value is None else per_member(value)
+def _listed(value: float | list[float | None] | None) -> list[float] | None:
+    """A K-member list's values (those of members that finished)."""
+    return None if value is None else [v for v in per_member(value) if v is not None]
 
 
 def mean_std(values: list[float] | None) -> dict[str, float] | None:
