@@ -54,17 +54,22 @@ class Server:
                   "--auth-host=scram-sha-256", "--auth-local=trust", "-E", "UTF8")  # fmt: skip
         options = f"-c listen_addresses=127.0.0.1 -p {self.port} -c unix_socket_directories={self.folder}"
         self._run(tools["pg_ctl"], "-D", data, "-o", options, "-l", self.folder / "log", "-w", "start")
+        self.create_database(DATABASE)
+
+    def create_database(self, name: str) -> str:
+        """A new database on the server; its URL."""
         psql = _tool("psql") or "psql"
         self._run(psql, "-h", self.folder, "-p", self.port, "-U", USER, "-d", "postgres", "-c",
-                  f"CREATE DATABASE {DATABASE}")  # fmt: skip
+                  f"CREATE DATABASE {name}")  # fmt: skip
+        return self.url(database=name)
 
     def _run(self, *args) -> None:
         done = subprocess.run([*self.as_user, *map(str, args)], capture_output=True, text=True, timeout=120)
         if done.returncode:
             raise RuntimeError(f"{args[0]} failed: {done.stderr or done.stdout}")
 
-    def url(self, password: str = PASSWORD) -> str:
-        return f"postgresql://{USER}:{password}@127.0.0.1:{self.port}/{DATABASE}"
+    def url(self, password: str = PASSWORD, database: str = DATABASE) -> str:
+        return f"postgresql://{USER}:{password}@127.0.0.1:{self.port}/{database}"
 
     def stop(self) -> None:
         subprocess.run([*self.as_user, str(self.tools["pg_ctl"]), "-D", str(self.folder / "data"),

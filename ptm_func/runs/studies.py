@@ -16,6 +16,7 @@ import os
 import re
 import socket
 import threading
+import time
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ from ptm_func.nets import rng
 SAMPLERS = ("tpe", "random", "cmaes", "qmc", "grid")
 PRUNERS = ("halving", "hyperband", "median", "none")
 HEARTBEAT_SECONDS = 10  # a database study: each running trial's heartbeat
-GRACE_SECONDS = 30  # ... and how long a silent one lives on before it is failed
+GRACE_SECONDS = 30  # ... and how long a silent one lives on before it is failed (PTM_TUNE_GRACE)
 UNCLAIMED_SECONDS = 120  # a running trial without its worker's name (killed while asking)
 COUNTED = ("COMPLETE", "PRUNED", "RUNNING", "WAITING")  # the trials the budget counts
 
@@ -40,6 +41,10 @@ def optuna():
         raise SettingsError("ptm tune needs Optuna: pip install 'ptm_func[tune]'") from None
     module.logging.set_verbosity(logging.WARNING)
     warnings.filterwarnings("ignore", category=module.exceptions.ExperimentalWarning)
+    # ptm's ask-and-tell driver records the heartbeats itself (heartbeats() below)
+    warnings.filterwarnings(
+        "ignore", message="Heartbeat of storage is supposed to be used with Study.optimize"
+    )
     return module
 
 
@@ -66,17 +71,60 @@ def open_storage(url: str | None, default: Path) -> Any:
         except OSError as err:
             raise StudyStorageError(f"cannot use {path} as a study journal: {err.strerror or err}") from None
     engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
+    grace = grace_seconds()
     try:
         return op.storages.RDBStorage(
             _driver(url),
             engine_kwargs=engine,
-            heartbeat_interval=HEARTBEAT_SECONDS,
-            grace_period=GRACE_SECONDS,
+            heartbeat_interval=beat_seconds(),
+            grace_period=grace,
             heartbeat_stale_trial_callback=lambda study, trial: _retry(study, trial),
         )
     except Exception as err:  # sqlalchemy's OperationalError, ArgumentError, a missing driver
         why = _first_line(err)
         raise StudyStorageError(f"cannot open the study storage {safe_url(url)}: {why}") from None
+
+
+def grace_seconds() -> int:
+    """How long a database trial's heartbeat may be silent before the trial is failed: 30 s,
+    or $PTM_TUNE_GRACE (whole seconds, at least 2)."""
+    text = os.environ.get("PTM_TUNE_GRACE", "").strip()
+    if not text:
+        return GRACE_SECONDS
+    if not text.isdigit() or int(text) < 2:
+        raise SettingsError(f"PTM_TUNE_GRACE must be whole seconds >= 2, got {text!r}")
+    return int(text)
+
+
+def beat_seconds() -> int:
+    """A running trial's heartbeat period: a third of the grace, at most HEARTBEAT_SECONDS."""
+    return min(HEARTBEAT_SECONDS, max(grace_seconds() // 3, 1))
+
+
+def open_study(name: str, url: str | None, default: Path, sampler: Any, pruner: Any, tries: int = 5) -> Any:
+    """Create study `name` (maximising), or load it. Workers that start together race to create
+    the tables and the study: the loser of such a race tries again."""
+    op = optuna()
+    for attempt in range(tries):
+        try:
+            storage = open_storage(url, default)
+            return op.create_study(
+                study_name=name, storage=storage, direction="maximize", load_if_exists=True,
+                sampler=sampler, pruner=pruner,
+            )  # fmt: skip
+        except (StudyStorageError, op.exceptions.StorageInternalError) as err:
+            if attempt + 1 == tries or not _a_race(err):
+                if isinstance(err, StudyStorageError):
+                    raise
+                raise StudyStorageError(f"cannot create study {name!r}: {_first_line(err)}") from None
+            time.sleep(0.2 * (attempt + 1))
+    raise AssertionError("unreachable")
+
+
+def _a_race(err: BaseException) -> bool:
+    """Did another worker create the same table or study at the same moment?"""
+    text = str(err).lower() + str(getattr(err, "__cause__", "") or "").lower()
+    return any(word in text for word in ("duplicate key", "unique constraint", "already exists", "commit"))
 
 
 def _driver(url: str) -> str:
@@ -263,7 +311,7 @@ def heartbeats(study: Any, trials: Sequence[Any]) -> Iterator[None]:
     stop = threading.Event()
 
     def beat() -> None:
-        while not stop.wait(HEARTBEAT_SECONDS):
+        while not stop.wait(beat_seconds()):
             for trial in trials:
                 with contextlib.suppress(Exception):  # a finished trial, a lost connection
                     storage.record_heartbeat(trial._trial_id)

@@ -169,12 +169,9 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
     if folder.exists() and not folder.is_dir():
         raise SettingsError(f"{folder} is a file: a study's trials go in a folder (give another --out)")
     atomic.check_writable(folder / BEST_NAME, 1 << 16)
-    op = studies.optuna()
-    opened = studies.open_storage(storage, DEFAULT_STORAGE)
-    created = op.create_study(
-        study_name=name, storage=opened, direction="maximize", load_if_exists=True,
-        sampler=studies.make_sampler(sampler, seed, grid),
-        pruner=studies.make_pruner(pruner, lead.epochs, min_epochs),
+    created = studies.open_study(
+        name, storage, DEFAULT_STORAGE, studies.make_sampler(sampler, seed, grid),
+        studies.make_pruner(pruner, lead.epochs, min_epochs),
     )  # fmt: skip
     described = _description(variant, space, fixed, sampler, pruner, min_epochs, seed, folder)
     _check_same_study(created, name, described)
