@@ -14,10 +14,16 @@ from .options import note
 
 
 def plot(
-    runs: list[Path] = typer.Argument(
-        ...,
+    runs: list[Path] | None = typer.Argument(
+        None,
         help="Runs to draw: checkpoints (runs/net-seed123.safetensors) or their records "
         "(runs/net-seed123.metrics.jsonl).",
+    ),
+    study: str | None = typer.Option(
+        None, help="Draw this ptm tune study instead: its history and val accuracy against each parameter."
+    ),
+    storage: str | None = typer.Option(
+        None, help="The study's storage (default runs/studies.journal; a database URL as ptm tune took)."
     ),
     out: Path | None = typer.Option(
         None, "--out", help="PNG to write (default: beside the first run, NAME.curves.png)."
@@ -42,6 +48,8 @@ def plot(
     Example: ptm plot runs/net-seed123.safetensors
 
     Example: ptm plot runs/net-seed123.safetensors runs/res-seed123.safetensors --out curves.png
+
+    Example: ptm plot --study net   (a ptm tune study: runs/tune-net/study.png)
     """
     from ptm_func.files.records import METRICS_SUFFIX, find_metrics, read_metrics
     from ptm_func.reports.plot import PlotUnavailable, learning_curves, tidy_epochs
@@ -49,6 +57,18 @@ def plot(
     with friendly_errors():
         if out is not None and out.suffix != ".png":
             raise UsageError(f"--out must name a .png file, got {out}")
+        if study is not None:
+            if runs:
+                raise UsageError("give runs to draw or --study, not both")
+            from ptm_func.runs.study_report import plot_study
+
+            try:
+                typer.echo(f"study chart: {plot_study(study, storage, out)}")
+            except PlotUnavailable as err:
+                raise RuntimeError(str(err)) from None
+            return
+        if not runs:
+            raise UsageError("give runs to draw (checkpoints or records), or --study NAME")
         curves, drawn, empty = [], [], []
         for run in runs:
             path = find_metrics(run)

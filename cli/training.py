@@ -119,7 +119,7 @@ def train(
 def _settings_file(path: Path, model: str) -> dict:
     """A settings file's settings (ptm tune's best.json), for the model it names."""
     from ptm_func.nets.references import use_model
-    from ptm_func.runs.tune import read_config
+    from ptm_func.runs.study_report import read_config
 
     named, settings = read_config(path)
     if named != use_model(model):

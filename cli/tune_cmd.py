@@ -77,10 +77,10 @@ def tune_command(
     Example: ptm tune --show net   (the study as its storage holds it)
     """
     with friendly_errors():
-        from ptm_func.runs import tune
+        from ptm_func.runs import study_report, tune
 
         if show is not None:
-            _print(tune.show_study(show, storage), as_json)
+            _print(study_report.show_study(show, storage), as_json)
             return
         texts = {"lr": lr, "momentum": momentum, "dampening": dampening, "weight_decay": weight_decay}
         texts.update(l2_lambda=l2, l1_lambda=l1, seed=seed_choices, n_chans1=n_chans1, n_blocks=n_blocks)

@@ -10,7 +10,8 @@ from safetensors.torch import load_file
 from ptm_func.errors import SettingsError
 from ptm_func.files.checkpoint import load_checkpoint
 from ptm_func.runs.search_space import Dimension, Space, parse_dimension
-from ptm_func.runs.tune import run_tune, show_study
+from ptm_func.runs.study_report import show_study
+from ptm_func.runs.tune import run_tune
 from tests.cli_helpers import invoke, one_error_line
 
 optuna = pytest.importorskip("optuna")

@@ -6,6 +6,8 @@
     report.rows        # the best trials: settings, val accuracy, epochs reached
     report.best_file   # runs/tune-net/best.json: `ptm train net --config runs/tune-net/best.json`
 
+What the storage holds is read back by study_report.py (show_study, plot_study).
+
 The study lives in Optuna's storage (default runs/studies.journal; a postgresql:// URL for
 several machines); rerunning the same call continues it, and any number of processes may work
 on it at once. Each worker claims up to `batch` trials, trains them as members of one run
@@ -20,7 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,28 +40,12 @@ from ptm_func.runs.arguments import check_common, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.search_space import SHAPES, Space, shape_of
 from ptm_func.runs.signals import StopOnSignal
+from ptm_func.runs.study_report import DEFAULT_STORAGE, TuneReport, summarize
 from ptm_func.training.config import book_setup
 from ptm_func.training.devices import resolve_device
 
-DEFAULT_STORAGE = Path("runs") / "studies.journal"
 BEST_NAME = "best.json"
 POLL_SECONDS = 2.0  # a worker with nothing to claim waits for the others' trials this long
-
-
-@dataclass
-class TuneReport:
-    """What a study holds after this worker: its best trials, counts, and the best settings."""
-
-    variant: str
-    study: str
-    storage: str  # without a password
-    folder: Path
-    rows: list[dict[str, Any]] = field(default_factory=list)  # best val accuracy first
-    counts: dict[str, int] = field(default_factory=dict)  # trials by state
-    trained_here: int = 0
-    best_file: Path | None = None
-    interrupted: bool = False
-    signal: int = 0
 
 
 @dataclass
@@ -366,45 +352,6 @@ def _abandon(study: Any, trials: Sequence[Any], why: str) -> None:
             study.enqueue_trial(dict(trial.params), user_attrs={"retry_of": trial.number})
 
 
-def summarize(study: Any, variant: str, storage: str, folder: Path, top: int = 10) -> TuneReport:
-    """The study as its storage holds it: trials by state and the best ones."""
-    op = studies.optuna()
-    report = TuneReport(variant, study.study_name, studies.safe_url(storage), folder)
-    trials = study.get_trials(deepcopy=False)
-    for trial in trials:
-        report.counts[trial.state.name.lower()] = report.counts.get(trial.state.name.lower(), 0) + 1
-    done = [t for t in trials if t.state == op.trial.TrialState.COMPLETE and t.value is not None]
-    for trial in sorted(done, key=lambda t: (-t.value, t.number))[:top]:
-        report.rows.append(
-            {
-                "trial": trial.number,
-                **trial.params,
-                "val_accuracy": trial.value,
-                "train_accuracy": trial.user_attrs.get("train_accuracy"),
-                "epochs": trial.user_attrs.get("epochs"),
-                "checkpoint": trial.user_attrs.get("checkpoint"),
-            }
-        )
-    return report
-
-
-def show_study(study: str, storage: str | None = None) -> TuneReport:
-    """`ptm tune --show STUDY`: the study read from its storage, nothing trained."""
-    op = studies.optuna()
-    opened = studies.open_storage(storage, DEFAULT_STORAGE)
-    try:
-        loaded = op.load_study(study_name=study, storage=opened)
-    except KeyError:
-        known = op.get_all_study_names(storage=opened)
-        raise SettingsError(
-            f"no study {study!r} in {studies.safe_url(storage or str(DEFAULT_STORAGE))}"
-            + (f"; it holds: {', '.join(known)}" if known else "; it holds none")
-        ) from None
-    described = loaded.user_attrs.get("ptm") or {}
-    folder = Path(described.get("folder", f"runs/tune-{study}"))
-    return summarize(loaded, described.get("variant", "?"), storage or str(DEFAULT_STORAGE), folder)
-
-
 def _write_best(search: _Search, best: dict[str, Any]) -> Path:
     """best.json: the best trial's settings, as `ptm train --config` takes them."""
     params = {k: best[k] for k in search.space.names() if k in best}
@@ -425,21 +372,3 @@ def _write_best(search: _Search, best: dict[str, Any]) -> Path:
     path = search.folder / BEST_NAME
     atomic.atomic_write_text(path, jsonio.dumps(spec, indent=2) + "\n")
     return path
-
-
-def read_config(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """A settings file (`ptm tune`'s best.json): its model, and the settings run_training takes."""
-    try:
-        spec = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise SettingsError(f"--config {path}: no such file") from None
-    except (OSError, ValueError) as err:
-        raise SettingsError(f"--config {path} is not a readable settings file ({err})") from None
-    if not isinstance(spec, dict) or not isinstance(spec.get("model"), str):
-        raise SettingsError(f'--config {path} is not a settings file (no "model")')
-    settings = spec.get("settings", {})
-    if not isinstance(settings, dict):
-        raise SettingsError(f'--config {path}: "settings" must be an object')
-    if isinstance(settings.get("augment"), list):
-        settings["augment"] = tuple(settings["augment"])
-    return spec["model"], settings
