@@ -179,3 +179,19 @@ def test_a_study_refuses_another_search_under_its_name(image_folder, tmp_path):
     tune(tmp_path, image_folder, trials=1, pruner="none")
     with pytest.raises(SettingsError, match="study 'net' searches something else"):
         tune(tmp_path, image_folder, trials=2, space={"lr": "1e-2:1e-1"})
+
+
+def test_ptm_plot_draws_a_study(image_folder, tmp_path):
+    pytest.importorskip("matplotlib")
+    tune(tmp_path, image_folder, trials=4, batch=2, pruner="none")
+    journal = tmp_path / "studies.journal"
+    done = invoke("plot", "--study", "net", "--storage", journal, "--out", tmp_path / "study.png")
+    assert done.exit_code == 0, done.output
+    from PIL import Image
+
+    with Image.open(tmp_path / "study.png") as image:  # history + one panel per parameter
+        assert image.format == "PNG" and image.size[0] > 2.5 * image.size[1]
+    done = invoke("plot", "runs/x.safetensors", "--study", "net", "--storage", journal)
+    assert done.exit_code == 2 and "not both" in one_error_line(done.output)
+    done = invoke("plot", "--study", "nope", "--storage", journal)
+    assert done.exit_code == 2 and "no study 'nope'" in one_error_line(done.output)
