@@ -10,7 +10,7 @@ from ptm_func.files import jsonio
 from ptm_func.text import printable
 
 from . import tune_options as opt
-from .errors import friendly_errors
+from .errors import UsageError, friendly_errors
 from .options import (
     Augment,
     ChannelsLast,
@@ -25,6 +25,7 @@ from .options import (
     parse_classes,
 )
 from .progress import TrainingProgress
+from .sweep_cmd import parse_values
 
 
 def tune_command(
@@ -50,6 +51,13 @@ def tune_command(
     study: str | None = opt.Study,
     out: Path | None = opt.Out,
     show: str | None = opt.Show,
+    pbt: bool = opt.Pbt,
+    population: int = opt.Population,
+    interval: int = opt.Interval,
+    quantile: float = opt.Quantile,
+    resample: float = opt.Resample,
+    perturb: str = opt.Perturb,
+    resume: Path | None = opt.Resume,
     data: str | None = DataSource,
     classes: str | None = Classes,
     device: str = Device,
@@ -75,6 +83,9 @@ def tune_command(
     Example: ptm tune width --n-chans1 16,32,64 --lr 3e-3,1e-2,3e-2 --sampler grid --trials 9
 
     Example: ptm tune --show net   (the study as its storage holds it)
+
+    Example: ptm tune net --pbt --population 8 --interval 4 --lr 1e-3:1e-1:log --epochs 20
+    (population-based training in one run: runs/pbt-net, its lineage in pbt.json, pbt.png)
     """
     with friendly_errors():
         from ptm_func.runs import study_report, tune
@@ -89,8 +100,13 @@ def tune_command(
             augment=parse_augment(augment), channels_last=channels_last,
         )  # fmt: skip
         settings.update(model_args(model_arg))
+        space = {k: v for k, v in texts.items() if v is not None}
+        if pbt or resume is not None:
+            _population(model, space, population, interval, quantile, resample, perturb, seed, out, resume,
+                        data, classes, device, as_json, settings)  # fmt: skip
+            return
         report = tune.run_tune(
-            model, space={k: v for k, v in texts.items() if v is not None}, trials=trials, batch=batch,
+            model, space=space, trials=trials, batch=batch,
             sampler=sampler, pruner=pruner, min_epochs=min_epochs, seed=seed, storage=storage, study=study,
             out=out, data=data, classes=parse_classes(classes), device=device, reporter=TrainingProgress(),
             stop_on_signals=True, **settings,
@@ -103,6 +119,47 @@ def tune_command(
                 err=True,
             )
             raise typer.Exit(128 + report.signal)
+
+
+def _population(model, space, population, interval, quantile, resample, perturb, seed, out, resume, data,
+                classes, device, as_json, settings) -> None:  # fmt: skip
+    """--pbt: population-based training in one run; the members, best first, and the lineage."""
+    from ptm_func.runs.pbt import Rules, run_pbt
+
+    factors = tuple(parse_values("--perturb", perturb) or ())
+    if len(factors) != 2:
+        raise UsageError(f"--perturb takes two factors, e.g. 0.8,1.2, got {perturb!r}")
+    rules = Rules(interval, quantile, resample, (factors[0], factors[1]))
+    if resume is not None:
+        settings = {}  # the saved run's
+    report = run_pbt(
+        model, space=space, population=population, rules=rules, seed=seed, out=out, resume=resume, data=data,
+        classes=parse_classes(classes), device=device, reporter=TrainingProgress(), stop_on_signals=True,
+        **settings,
+    )  # fmt: skip
+    if report.interrupted:
+        typer.echo(f"ptm: interrupted; saved. Resume with: ptm tune --pbt --resume {report.folder}", err=True)
+        raise typer.Exit(128 + report.signal)
+    if as_json:
+        typer.echo(
+            jsonio.dumps({"folder": str(report.folder), "members": report.members, "events": report.events})
+        )
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"population-based training of {report.variant}: best val accuracy first")
+    params = [k for k in report.members[0] if k not in ("member", "seed", "copies", "train_accuracy",
+                                                         "val_accuracy", "checkpoint")]  # fmt: skip
+    for column in ("member", *params, "copied", "val acc", "train acc"):
+        table.add_column(column, justify="right")
+    for row in report.members:
+        values = [f"{row[k]:.4g}" if isinstance(row[k], float) else str(row[k]) for k in params]
+        table.add_row(str(row["member"]), *values, str(row["copies"]), f"{row['val_accuracy']:.4f}",
+                      f"{row['train_accuracy']:.4f}")  # fmt: skip
+    Console().print(table)
+    typer.echo(f"{len(report.events)} exploit copies; lineage in {report.folder / 'pbt.json'}")
+    typer.echo(f"schedules: {report.chart}" if report.chart else "no chart: pip install 'ptm_func[plot]'")
 
 
 def _print(report, as_json: bool) -> None:

@@ -47,3 +47,18 @@ Compile = typer.Option(None, "--compile/--no-compile", help="torch.compile the s
 Vmap = typer.Option(
     None, "--vmap/--no-vmap", help="One vmapped step for a batch of trials, or the step trial after trial."
 )
+Pbt = typer.Option(
+    False,
+    "--pbt",
+    help="Population-based training in one run instead of a study: see --population, --interval.",
+)
+Population = typer.Option(8, help="--pbt: members trained together.")
+Interval = typer.Option(
+    4, help="--pbt: epochs between exploit steps (the bottom copies the top, then perturbs)."
+)
+Quantile = typer.Option(
+    0.25, help="--pbt: the fraction at the bottom that copies from the same fraction at the top."
+)
+Resample = typer.Option(0.25, help="--pbt: the chance a hyperparameter is drawn again instead of scaled.")
+Perturb = typer.Option("0.8,1.2", help="--pbt: the two factors a copied hyperparameter is scaled by.")
+Resume = typer.Option(None, help="--pbt: continue the run saved in this folder, bit for bit.")

@@ -61,3 +61,32 @@ def _against(ax, trials: Sequence[dict[str, Any]], name: str, log: bool) -> None
     ax.set_xlabel(name + (" (log)" if log else ""))
     ax.set_title(f"val accuracy against {name}", fontsize=9)
     ax.grid(alpha=0.3)
+
+
+def schedule_chart(
+    schedules: Sequence[Sequence[tuple[int, dict[str, Any]]]],
+    names: Sequence[str],
+    log_names: Sequence[str],
+    epochs: int,
+    path: str | Path,
+    title: str,
+) -> Path:
+    """Population-based training's hyperparameter schedules: one panel per hyperparameter, one
+    step line per member (its value from each change to the next), a dot where it copied."""
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 3.6), dpi=100, squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        for member, changes in enumerate(schedules):
+            xs = [epoch for epoch, _ in changes] + [epochs]
+            ys = [values[name] for _, values in changes]
+            line = ax.step(xs, ys + ys[-1:], where="post", linewidth=1.2, label=f"member {member}")
+            ax.scatter(xs[1:-1], ys[1:], color=line[0].get_color(), s=14)
+        if name in log_names:
+            ax.set_yscale("log")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(fitted(title + " (dots: copied a better member, then perturbed)", fig), fontsize=10)
+    fig.tight_layout()
+    return save_figure(fig, plt, path)

@@ -22,6 +22,7 @@ from ptm_func.training.distributed import World, shard
 from ptm_func.training.evaluate import evaluate, evaluate_book_style, validation_accuracy
 from ptm_func.training.fallback import fallback_events
 from ptm_func.training.members import check_members, stack, unstack
+from ptm_func.training.population import Exploit, everyone, exploited, stop_some
 from ptm_func.training.state import (
     EpochStats,
     TrainResult,
@@ -31,7 +32,6 @@ from ptm_func.training.state import (
     member_state,
     peak_memory,
     per_member,
-    select_members,
     single,
     snapshot,
 )
@@ -88,6 +88,7 @@ def fit(
     stop_requested: Callable[[], bool] | None = None,
     world: World | None = None,
     stop_members: Callable[[EpochStats, TrainState], Collection[int]] | None = None,
+    exploit: Exploit | None = None,
 ) -> TrainResult:
     """Train one model (a TrainConfig), or K members at once (a sequence of K TrainConfigs).
 
@@ -102,6 +103,9 @@ def fit(
     trial): each keeps its state there (result.stopped) and leaves the stack, so it costs no
     more step time; the others go on exactly as before. Epoch stats keep K entries (None for a
     stopped member); `ts` given to callbacks holds the members still training (result.active).
+    `exploit(stats, ts, configs)` (K members, population-based training) may return a new
+    (ts, configs) after an epoch: weights copied between members, hyperparameters changed
+    (seeds and shared settings stay); result.configs follows.
     In a `world` of several ranks (one run) each rank trains its slice of every global batch
     (see distributed.py); every rank returns the same result, and they stop at the same step.
     """
@@ -150,12 +154,17 @@ def fit(
         if on_epoch is not None:
             on_epoch(stats, ts)
         if stop_members is not None and members and ts.epoch < run.lead.epochs:
-            run, ts = _stop_members(run, result, ts, stop_members(stats, ts))
+            run, ts = stop_some(run, result, ts, stop_members(stats, ts))
             last_good = snapshot(ts)
             if not run.active:  # every member stopped early: none has a final evaluation
                 nothing: list[float | None] = [None] * len(configs)
                 result.train_accuracy, result.val_accuracy = nothing, list(nothing)
                 return _finish(result, started, run.step, device)
+        if exploit is not None and members and ts.epoch < run.lead.epochs:
+            changed = exploit(stats, ts, list(run.configs))
+            if changed is not None:
+                run, ts = exploited(run, result, *changed)
+                last_good = snapshot(ts)
         if world is None and stop_requested is not None:  # a signal during validation
             vote = stop_requested()
         if vote and ts.epoch < run.lead.epochs:
@@ -260,41 +269,10 @@ def _epoch_stats(run: _Epochs, ts, result, losses, running, seconds: float, step
         None if vals is None else statistics.fmean(vals[r] for r in finite),
     )
     stats.members = {
-        key: _everyone(values, run.active, len(result.configs))
+        key: everyone(values, run.active, len(result.configs))
         for key, values in (("loss", losses), ("train_accuracy_running", running), ("val_accuracy", vals))
     }
     return stats
-
-
-def _everyone(values: list | None, active: list[int], k: int) -> list:
-    """The active members' values at their places among all K (None for the others)."""
-    out: list = [None] * k
-    for position, index in enumerate(active):
-        out[index] = None if values is None else values[position]
-    return out
-
-
-def _stop_members(run: _Epochs, result: TrainResult, ts: TrainState, stop: Collection[int]):
-    """Take the members `stop` names (fit's indices) out of the stack, keeping their states."""
-    stop = {r for r in stop if r in run.active and r not in result.diverged}
-    if not stop:
-        return run, ts
-    for r in sorted(stop):
-        result.stopped[r] = (ts.epoch, snapshot(member_state(ts, run.active.index(r), result.configs[r])))
-    keep = [p for p, r in enumerate(run.active) if r not in stop]
-    run = replace(
-        run,
-        configs=[run.configs[p] for p in keep],
-        hyper={k: v[keep] if isinstance(v, Tensor) else v for k, v in run.hyper.items()},
-        base_keys=run.base_keys[keep],
-        active=[run.active[p] for p in keep],
-    )
-    result.active = run.active
-    if not keep:
-        return run, ts
-    picked = select_members(ts, keep)
-    result.train_state = picked
-    return run, picked
 
 
 def _finish(result: TrainResult, started: float, step: Callable, device: torch.device) -> TrainResult:
@@ -372,8 +350,8 @@ def _final_evaluation(model: Model, result: TrainResult, data: Dataset, base_key
     if configs[0].eval_train_mode:  # validate() updated the BN running stats
         result.train_state.state = stack(states) if members else states[0]
     k = len(result.configs)
-    result.train_accuracy = _everyone(train, active, k) if members else train[0]
-    result.val_accuracy = _everyone(val, active, k) if members else val[0]
+    result.train_accuracy = everyone(train, active, k) if members else train[0]
+    result.val_accuracy = everyone(val, active, k) if members else val[0]
 
 
 def fit_ensemble(
