@@ -56,6 +56,14 @@ def compare(
         "--chart",
         help="Where the bar chart goes (needs matplotlib); learning curves go beside it (NAME-curves.png).",
     ),
+    tuned: bool = typer.Option(
+        False,
+        "--tuned",
+        help="Tune each variant first (same budget each), then train --seeds seeds of its best.",
+    ),
+    trials: int = typer.Option(12, help="--tuned: trials per variant's study."),
+    tune_epochs: int = typer.Option(5, help="--tuned: epochs per trial."),
+    seeds: int = typer.Option(3, help="--tuned: seeds of each variant's best settings (--epochs each)."),
 ):
     """Train the book's variants on one seed and data; table and chart.
 
@@ -65,7 +73,16 @@ def compare(
     Example: ptm compare net width l2 --epochs 20
 
     Example: ptm compare net examples/kernels.py:KernelNet --model-arg kernel=(5,5) --epochs 20
+
+    Example: ptm compare --tuned --trials 12 --tune-epochs 5 --seeds 3 --epochs 10   (fair: each tuned)
     """
+    if tuned:
+        from .compare_tuned import tuned_comparison
+
+        with friendly_errors():
+            tuned_comparison(list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs,
+                             seeds=seeds, epochs=epochs, data=data, device=device)  # fmt: skip
+        return
     with contextlib.ExitStack() as held, friendly_errors():
         from ptm_func.data.sources import load_dataset
         from ptm_func.files.atomic import check_writable
