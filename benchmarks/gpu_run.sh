@@ -6,6 +6,7 @@
 #   C (two at once): resdeep, 100 blocks, tied and untied, against the book's loop.
 #   B (in parallel): `ptm check` of every model, the CUDA tests.
 #   A2 (alone): what --augment flip,crop costs Net.
+#   T (alone): ptm tune's trials per hour, 16 Net trials at once (vmapped) against one alone.
 #   D (ACCURACY=1 only): resdeep's 100-epoch accuracy against the book's loop (README's table).
 #   MODES=reduce-overhead,default,eager adds torch.compile's default mode to A's rows;
 #   PARTS="A B C" runs only those parts, in that order (A: Net; A1: NetRes).
@@ -16,7 +17,7 @@ export PYTHONPATH=$PWD PYTHONUNBUFFERED=1
 DATA=${DATA:-bundled}
 DEVICE=${DEVICE:-cuda}
 MODES=${MODES:-reduce-overhead,eager}
-PARTS=${PARTS:-A A1 C B A2}
+PARTS=${PARTS:-A A1 C B A2 T}
 OUT=${OUT:-/tmp/ptm_out}
 LOGS=$(mktemp -d)
 mkdir -p "$OUT"
@@ -77,12 +78,18 @@ part_A2() {
   timeout 100 python3 benchmarks/augment_speed.py --models net --data "$DATA" --device "$DEVICE" \
     --rounds 3 2> "$LOGS/augment.err" || tail -15 "$LOGS/augment.err"
 }
+part_T() {
+  echo "== T: ptm tune, 16 Net trials at once against one alone (alone)"
+  timeout 240 python3 benchmarks/tune_speed.py --model net --trials 16 --epochs 3 --against-one --rounds 1 \
+    --data "$DATA" --device "$DEVICE" --json "$OUT/tune_speed.json" 2> "$LOGS/tune.err" | tail -3 \
+    || tail -15 "$LOGS/tune.err"
+}
 {
   date
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv 2>&1 | head -3
   python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
   python3 -c "import importlib.metadata as m; print(*(f'{p} {m.version(p)}' for p in
-    ('typer', 'safetensors', 'einops', 'filelock', 'pillow', 'pytest')), sep=', ')"
+    ('typer', 'safetensors', 'einops', 'filelock', 'pillow', 'pytest', 'optuna')), sep=', ')"
   for part in $PARTS; do "part_$part"; done
   if [ "${ACCURACY:-0}" = 1 ]; then  # optional: ~4-8 minutes more
     echo "== D: resdeep (100 untied blocks), 100 epochs, against the book's loop"
