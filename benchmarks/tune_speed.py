@@ -79,9 +79,8 @@ def main() -> None:
         per_hour["together"].append(3600 * k / together)
         per_hour["baseline"].append(3600 * k / baseline)
         ratios.append(baseline / together)
-        print(
-            f"round {rnd}: {k} trials at once {together:.1f}s, baseline {baseline:.1f}s, ratio {ratios[-1]:.2f}"
-        )
+        line = f"{k} trials at once {together:.1f}s, baseline {baseline:.1f}s, ratio {ratios[-1]:.2f}"
+        print(f"round {rnd}: {line}")
     base = "one trial at a time" if args.against_one else f"{k} separate ptm train runs"
     result = {
         "model": args.model, "trials": k, "epochs": args.epochs, "device": args.device, "baseline": base,
