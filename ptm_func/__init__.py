@@ -67,6 +67,12 @@ _PUBLIC = {
     "ReplicasOutcome": "runs.replicas",
     "Reporter": "runs.reporter",
     "Silent": "runs.reporter",
+    "run_tune": "runs.tune",
+    "TuneReport": "runs.study_report",
+    "show_study": "runs.study_report",
+    "run_pbt": "runs.pbt",
+    "PbtReport": "runs.pbt",
+    "run_tuned_comparison": "runs.tuned_compare",
     # research
     "loss": "research.evaluation",
     "evaluate_split": "research.evaluation",
@@ -168,7 +174,11 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.research.soup import average, soup
     from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
     from ptm_func.runs.reporter import Reporter, Silent
+    from ptm_func.runs.pbt import PbtReport, run_pbt
+    from ptm_func.runs.study_report import TuneReport, show_study
     from ptm_func.runs.sweep_run import SweepReport, run_sweep
+    from ptm_func.runs.tune import run_tune
+    from ptm_func.runs.tuned_compare import run_tuned_comparison
     from ptm_func.runs.training import RunOutcome, run_training
     from ptm_func.training.augment import augment
     from ptm_func.training.config import TrainConfig, book_setup
