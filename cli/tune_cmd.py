@@ -18,6 +18,7 @@ from .options import (
     DataSource,
     Device,
     ModelArgs,
+    Track,
     as_json_option,
     model_args,
     optional,
@@ -66,6 +67,7 @@ def tune_command(
     channels_last: bool | None = ChannelsLast,
     augment: str | None = Augment,
     model_arg: list[str] | None = ModelArgs,
+    track: str | None = Track,
     as_json: bool = as_json_option("Print the study's best trials as JSON on stdout."),
 ):
     """Search hyperparameters with Optuna: trials train K at a time, bad ones are pruned early.
@@ -109,7 +111,7 @@ def tune_command(
             model, space=space, trials=trials, batch=batch,
             sampler=sampler, pruner=pruner, min_epochs=min_epochs, seed=seed, storage=storage, study=study,
             out=out, data=data, classes=parse_classes(classes), device=device, reporter=TrainingProgress(),
-            stop_on_signals=True, **settings,
+            stop_on_signals=True, track=track, **settings,
         )  # fmt: skip
         _print(report, as_json)
         if report.interrupted:

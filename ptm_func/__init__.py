@@ -172,14 +172,14 @@ if TYPE_CHECKING:  # what static tools and editors see
     from ptm_func.research.landscape import interpolate, loss_line
     from ptm_func.research.per_example import per_example_gradients, score_examples
     from ptm_func.research.soup import average, soup
+    from ptm_func.runs.pbt import PbtReport, run_pbt
     from ptm_func.runs.replicas import ReplicasOutcome, run_replicas
     from ptm_func.runs.reporter import Reporter, Silent
-    from ptm_func.runs.pbt import PbtReport, run_pbt
     from ptm_func.runs.study_report import TuneReport, show_study
     from ptm_func.runs.sweep_run import SweepReport, run_sweep
+    from ptm_func.runs.training import RunOutcome, run_training
     from ptm_func.runs.tune import run_tune
     from ptm_func.runs.tuned_compare import run_tuned_comparison
-    from ptm_func.runs.training import RunOutcome, run_training
     from ptm_func.training.augment import augment
     from ptm_func.training.config import TrainConfig, book_setup
     from ptm_func.training.devices import resolve_device

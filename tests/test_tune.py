@@ -195,3 +195,15 @@ def test_ptm_plot_draws_a_study(image_folder, tmp_path):
     assert done.exit_code == 2 and "not both" in one_error_line(done.output)
     done = invoke("plot", "--study", "nope", "--storage", journal)
     assert done.exit_code == 2 and "no study 'nope'" in one_error_line(done.output)
+
+
+def test_track_mirrors_every_trial(image_folder, tmp_path):
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    report = tune(tmp_path, image_folder, trials=2, batch=2, pruner="none", track="tensorboard")
+    for row in report.rows:
+        events = EventAccumulator(str(row["checkpoint"]).replace(".safetensors", ".tb"))
+        events.Reload()
+        val = [e.value for e in events.Scalars("val_accuracy")]
+        assert len(val) == 3 and val[-1] == pytest.approx(row["val_accuracy"], abs=1e-6)

@@ -22,7 +22,7 @@ import contextlib
 import json
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from ptm_func.data.sources import load_dataset
 from ptm_func.errors import SettingsError
 from ptm_func.files import atomic, jsonio
 from ptm_func.files.records import run_info
+from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.nets.references import use_model
 from ptm_func.nets.registry import reference_of_model
 from ptm_func.runs import studies, sweep
@@ -64,6 +65,7 @@ class _Search:
     dataset: Dataset | None = None
     device: Any = None
     stop: Any = None
+    tracking: Tracking = field(default_factory=Tracking)  # --track: each trial's record mirrored
 
 
 def run_tune(
@@ -84,19 +86,23 @@ def run_tune(
     device: str | torch.device = "auto",
     reporter: Reporter | None = None,
     stop_on_signals: bool = False,
+    track: str | Sequence[str] | None = None,
     **settings: Any,
 ) -> TuneReport:
     """Search `space` (setting -> 'LOW:HIGH[:log]' or 'a,b,c') for `variant` with Optuna.
 
     `trials` is the study's budget (complete + pruned trials), shared by every worker of the
     study; `batch` trials train at once as members (default: 8 on CUDA, 4 on CPU, where they
-    loop). `settings` (epochs, batch_size, ...) are fixed for every trial. Raises SettingsError
+    loop). `settings` (epochs, batch_size, ...) are fixed for every trial. `track`
+    ("tensorboard", "mlflow") mirrors every trial's record, nested in one run per worker, as
+    a sweep's members are. Raises SettingsError
     before any training for settings that cannot run, or a storage that cannot be opened.
     """
     check_common(
         out=out, resume=None, data=data, classes=classes, device=device, checkpoint_every=0,
-        reporter=reporter, stop_on_signals=stop_on_signals, track=None,
+        reporter=reporter, stop_on_signals=stop_on_signals, track=track,
     )  # fmt: skip
+    track = check_trackers(track)
     for name, value in (("trials", trials), ("min_epochs", min_epochs), ("seed", seed)):
         whole(name, value)
     if variant is None:
@@ -107,10 +113,16 @@ def run_tune(
     search = _plan(variant, space or {}, trials, batch, sampler, pruner, min_epochs, seed, storage, study,
                    out, dev, reporter, settings)  # fmt: skip
     search.stop = StopOnSignal(reporter.message)
+    if track:
+        tracking = Tracking(track, reporter.note)
+        reporter.message(tracking.describe("trial-NNNN.tb in the study's folder", logdir=search.folder))
+        values = {"study": search.study.study_name, "variant": variant, "space": search.space.describe()}
+        search.tracking = tracking.group(search.folder.name, values, search.folder)
     with search.stop.installed() if stop_on_signals else contextlib.nullcontext():
         search.dataset = load_dataset(data, classes, dev, notify=reporter.note)
         search.device = dev
         trained = _work(search)
+    search.tracking.finish(KILLED if search.stop() else FINISHED)
     report = summarize(search.study, variant, storage or str(DEFAULT_STORAGE), search.folder)
     report.trained_here, report.interrupted, report.signal = (
         trained,
@@ -337,7 +349,7 @@ def _runner(search: _Search, net, members: list[sweep.Member], stop_members: Cal
         net, search.dataset, search.folder, info, facts, search.device,
         on_epoch=lambda stats, ts: search.reporter.epoch(stats),
         on_step=search.reporter.step, on_note=search.reporter.note, stop_requested=search.stop,
-        stop_members=stop_members,
+        stop_members=stop_members, tracking=search.tracking,
     )  # fmt: skip
 
 
