@@ -189,8 +189,7 @@ def _print(report, as_json: bool) -> None:
     Console().print(table)
     typer.echo(f"study storage: {printable(report.storage)}; trials' files in {report.folder}")
     if report.best_file is not None:
-        again = f"ptm train {report.variant} --config {report.best_file}"
-        typer.echo(f"best settings: {report.best_file}; train them again: {again}")
+        typer.echo(f"best settings: {report.best_file}; train them again: {printable(report.retrain)}")
     dashboard = f"optuna-dashboard {printable(report.storage)}"
     typer.echo(f"look at it: {dashboard}   (pip install 'ptm_func[dashboard]')")
 

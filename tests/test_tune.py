@@ -2,6 +2,7 @@
 studies continued by the same command, and the errors of a bad request (one line, exit code)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -207,3 +208,20 @@ def test_track_mirrors_every_trial(image_folder, tmp_path):
         events.Reload()
         val = [e.value for e in events.Scalars("val_accuracy")]
         assert len(val) == 3 and val[-1] == pytest.approx(row["val_accuracy"], abs=1e-6)
+
+
+def test_a_users_model_is_tuned_and_retrained_from_best_json(image_folder, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    reference = f"{Path(__file__).parents[1] / 'examples' / 'kernels.py'}:KernelNet"
+    report = run_tune(
+        reference, space={"lr": "1e-2:1e-1:log"}, trials=2, batch=2, epochs=1, batch_size=16, pruner="none",
+        data=str(image_folder), device="cpu", kernel=(1, 3),
+    )  # fmt: skip
+    best = json.loads(report.best_file.read_text())
+    assert best["reference"] == reference and best["settings"]["kernel"] == [1, 3]
+    assert report.retrain == f"ptm train {reference} --config {report.best_file}"
+    done = invoke("train", reference, "--config", report.best_file, "--data", image_folder, "--device", "cpu",
+                  "--out", tmp_path / "again.safetensors")  # fmt: skip
+    assert done.exit_code == 0, done.output
+    ours, theirs = load_file(tmp_path / "again.safetensors"), load_file(best["checkpoint"])
+    assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)

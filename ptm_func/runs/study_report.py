@@ -29,6 +29,7 @@ class TuneReport:
     counts: dict[str, int] = field(default_factory=dict)  # trials by state
     trained_here: int = 0
     best_file: Path | None = None
+    retrain: str | None = None  # the command that trains the best settings again
     interrupted: bool = False
     signal: int = 0
 

@@ -42,7 +42,7 @@ from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.search_space import SHAPES, Space, shape_of
 from ptm_func.runs.signals import StopOnSignal
 from ptm_func.runs.study_report import DEFAULT_STORAGE, TuneReport, summarize
-from ptm_func.training.config import book_setup
+from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 
 BEST_NAME = "best.json"
@@ -131,6 +131,8 @@ def run_tune(
     )
     if report.rows:
         report.best_file = _write_best(search, report.rows[0])
+        model = search.variant if search.variant in book_names() else reference_of_model(search.variant)
+        report.retrain = f"ptm train {model} --config {report.best_file}"
     return report
 
 
@@ -368,8 +370,10 @@ def _write_best(search: _Search, best: dict[str, Any]) -> Path:
     """best.json: the best trial's settings, as `ptm train --config` takes them."""
     params = {k: best[k] for k in search.space.names() if k in best}
     shape = dict(shape_of(params))
-    _, config = book_setup(search.variant, **search.settings, **search.space.fixed, **params)
-    settings = {**asdict(config), **shape}
+    given = {**search.settings, **search.space.fixed, **params}
+    _, config = book_setup(search.variant, **given)
+    trained = set(TrainConfig.__dataclass_fields__)
+    settings = {**asdict(config), **shape, **{k: v for k, v in given.items() if k not in trained}}
     spec = {
         "model": search.variant,
         **({} if search.variant in book_names() else {"reference": reference_of_model(search.variant)}),
