@@ -103,7 +103,13 @@ def train(
         )  # fmt: skip
         settings.update(model_args(model_arg), **optional(channels_last=channels_last))
         if config is not None:
-            settings = {**_settings_file(config, model), **settings}
+            tuned, where = _settings_file(config, model)
+            settings = {**tuned, **settings}
+            if data is None and where["data"] is not None:  # the data it was tuned on
+                data = where["data"]
+                note(f"training on the data {config} was tuned on: {printable(data)} (--data overrides)")
+            if classes is None and where["classes"] is not None:
+                classes = ",".join(where["classes"])
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
@@ -116,15 +122,15 @@ def train(
             _print_run(outcome, as_json, model)
 
 
-def _settings_file(path: Path, model: str) -> dict:
-    """A settings file's settings (ptm tune's best.json), for the model it names."""
+def _settings_file(path: Path, model: str) -> tuple[dict, dict]:
+    """A settings file's settings (ptm tune's best.json), for the model it names, and its data."""
     from ptm_func.nets.references import use_model
     from ptm_func.runs.study_report import read_config
 
-    named, settings = read_config(path)
+    named, settings, where = read_config(path)
     if named != use_model(model):
         raise UsageError(f"--config {path} holds settings for {named!r}, not {model!r}")
-    return settings
+    return settings, where
 
 
 def _print_run(outcome, as_json: bool, given: str) -> None:

@@ -118,8 +118,7 @@ def test_best_json_retrains_bit_for_bit_with_ptm_train(image_folder, tmp_path):
     best = json.loads(report.best_file.read_text())
     assert best["trial"] == report.rows[0]["trial"] and best["model"] == "net"
     out = tmp_path / "again.safetensors"
-    done = invoke("train", "net", "--config", report.best_file, "--data", image_folder, "--device", "cpu",
-                  "--out", out)  # fmt: skip
+    done = invoke("train", "net", "--config", report.best_file, "--device", "cpu", "--out", out)  # its data
     assert done.exit_code == 0, done.output
     ours, theirs = load_file(out), load_file(best["checkpoint"])
     assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)

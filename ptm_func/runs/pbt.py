@@ -32,6 +32,7 @@ from ptm_func.files.ownership import first_free, owned
 from ptm_func.files.resume import load_runs, save_runs
 from ptm_func.nets import rng
 from ptm_func.nets.references import use_model
+from ptm_func.nets.registry import reference_of_model
 from ptm_func.reports.study_chart import schedule_chart
 from ptm_func.runs.arguments import check_common, whole
 from ptm_func.runs.reporter import Reporter
@@ -41,7 +42,14 @@ from ptm_func.runs.sweep import holds_files, numbered_folders
 from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 from ptm_func.training.loop import fit
-from ptm_func.training.state import TrainState, member_state, select_members, stack_members
+from ptm_func.training.members import unstack
+from ptm_func.training.state import (
+    TrainState,
+    init_train_state,
+    member_state,
+    select_members,
+    stack_members,
+)
 
 SPEC_NAME, CHART_NAME = "pbt.json", "pbt.png"
 
@@ -201,6 +209,11 @@ def run_pbt(
             plan.net = plan.net.with_classes(len(dataset.classes))
             plan.spec = _spec(plan, dataset)
         atomic.atomic_write_text(plan.folder / SPEC_NAME, jsonio.dumps(plan.spec, indent=2) + "\n")
+        if start is None:  # saved before the first step: a run killed in epoch 1 resumes too
+            start = stack_members(
+                [init_train_state(plan.net, c, dev, momentum_buffers=True) for c in plan.configs]
+            )
+            _save(plan, start)
         reporter.message(
             f"population-based training of {plan.variant}: {len(plan.configs)} members, exploit every "
             f"{plan.rules.interval} epochs (bottom {plan.rules.quantile:g} copies the top, perturbs "
@@ -230,13 +243,15 @@ def _planned(variant, texts, population, rules, seed, out, settings) -> _Populat
         raise SettingsError(
             f"--pbt perturbs {', '.join(HYPER)}; not {', '.join(wrong)} (one model, one step)"
         )
-    settings = dict(settings)
+    if not 0 <= seed < 2**63:
+        raise SettingsError(f"--seed must be in 0..2**63-1, got {seed}")
+    settings = {**settings, **space.fixed}  # one value for every member: a fixed setting
     epochs = settings.get("epochs", TrainConfig.epochs)
     rules.check(population, epochs)
     settings["eval_every"] = math.gcd(rules.interval, epochs)  # val at every exploit step and the end
     base_seed = settings.pop("seed", TrainConfig.seed)
     gen = torch.Generator().manual_seed(int(rng.fold_in(seed, 0)) % 2**63)
-    values = [{**space.fixed, **{d.name: draw(d, gen) for d in space.dimensions}} for _ in range(population)]
+    values = [{d.name: draw(d, gen) for d in space.dimensions} for _ in range(population)]
     try:
         net, _ = book_setup(variant, **settings)
         configs = [book_setup(variant, **settings, **v, seed=base_seed + r)[1] for r, v in enumerate(values)]
@@ -254,6 +269,8 @@ def _resumed(folder: Path, dev) -> tuple[_Population, TrainState]:
         rules = Rules(**{**spec["rules"], "factors": tuple(spec["rules"]["factors"])})
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise SettingsError(f"{folder} holds no readable {SPEC_NAME} ({err}): not a PBT run") from None
+    if spec.get("reference"):
+        use_model(spec["reference"])  # a user's model: imported again, as it was named
     net, _ = book_setup(spec["variant"], **spec["model_config"])
     paths = [folder / f"member-{r:02d}.safetensors" for r in range(spec["population"])]
     loaded = load_runs(paths, dev)
@@ -273,6 +290,7 @@ def _spec(plan: _Population, dataset) -> dict[str, Any]:
     texts.update({k: repr(v) for k, v in plan.space.fixed.items()})
     return {
         "variant": plan.variant,
+        **({} if plan.net.builtin else {"reference": reference_of_model(plan.variant)}),
         "model_config": dict(plan.net.config),
         "space_texts": texts,
         "population": len(plan.configs),
@@ -316,13 +334,20 @@ def _save(plan: _Population, ts: TrainState, result: Any = None) -> None:
     """Every member's checkpoint, as one commit; the lineage rides in each one's facts."""
     facts = {"variant": plan.variant, "pbt_values": plan.values, "pbt_events": plan.events}
     runs = []
+    finished = result is not None and not result.interrupted and result.val_accuracy is not None
     for r, (path, config) in enumerate(zip(plan.paths(), plan.configs, strict=True)):
-        member = result.member(r) if result is not None else member_state(ts, r, config)
+        # to resume, every member keeps its momentum buffer (an exploit step may give it momentum)
+        member = result.member(r) if finished else _with_buffers(ts, r, config)
         extra = {}
-        if result is not None and not result.interrupted and result.val_accuracy is not None:
+        if finished:
             extra = {"train_accuracy": result.train_accuracy[r], "val_accuracy": result.val_accuracy[r]}
         runs.append((path, plan.net, member, config, {**facts, **extra, "epochs_done": member.epoch}))
     save_runs(runs)
+
+
+def _with_buffers(ts: TrainState, r: int, config: TrainConfig) -> TrainState:
+    """Member r of the population as saved to resume: its momentum buffer kept even at momentum 0."""
+    return replace(member_state(ts, r, config), opt_state=unstack(ts.opt_state, r))
 
 
 def _results(plan: _Population, result) -> list[dict[str, Any]]:

@@ -53,7 +53,7 @@ def safe_url(url: str) -> str:
     return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
 
 
-def open_storage(url: str | None, default: Path) -> Any:
+def open_storage(url: str | None, default: Path, must_exist: bool = False) -> Any:
     """The study's storage: a journal file (None: `default`; a path), or a database URL.
 
     A database that cannot be reached or refuses the login raises SettingsError (one line)."""
@@ -62,14 +62,28 @@ def open_storage(url: str | None, default: Path) -> Any:
         path = Path(url) if url else default
         if path.is_dir():
             raise SettingsError(f"--storage {path} is a folder; give a journal file or a database URL")
+        if path.exists() and not path.is_file():
+            raise SettingsError(
+                f"--storage {path} is not a regular file; give a journal file or a database URL"
+            )
+        if must_exist and not path.exists():
+            raise SettingsError(f"no study storage at {path} (give --storage where the study lives)")
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             import optuna.storages.journal as journal
 
             backend = journal.JournalFileBackend(str(path), lock_obj=journal.JournalFileOpenLock(str(path)))
             return journal.JournalStorage(backend)
+        except (NotADirectoryError, FileExistsError):
+            raise StudyStorageError(
+                f"cannot use {path} as a study journal: a parent is not a folder"
+            ) from None
         except OSError as err:
             raise StudyStorageError(f"cannot use {path} as a study journal: {err.strerror or err}") from None
+    if url.rstrip("/") in ("sqlite:", "sqlite:/") or url == "sqlite://":
+        raise SettingsError(
+            "--storage sqlite:// keeps the study in memory, lost at exit; give a file or a server"
+        )
     engine = {"connect_args": {"connect_timeout": 10}} if url.startswith("postgresql") else {}
     grace = grace_seconds()
     try:
@@ -91,8 +105,8 @@ def grace_seconds() -> int:
     text = os.environ.get("PTM_TUNE_GRACE", "").strip()
     if not text:
         return GRACE_SECONDS
-    if not text.isdigit() or int(text) < 2:
-        raise SettingsError(f"PTM_TUNE_GRACE must be whole seconds >= 2, got {text!r}")
+    if not text.isdigit() or not 2 <= int(text) <= 86400:
+        raise SettingsError(f"PTM_TUNE_GRACE must be whole seconds in 2..86400, got {text[:40]!r}")
     return int(text)
 
 
@@ -112,6 +126,11 @@ def open_study(name: str, url: str | None, default: Path, sampler: Any, pruner: 
                 study_name=name, storage=storage, direction="maximize", load_if_exists=True,
                 sampler=sampler, pruner=pruner,
             )  # fmt: skip
+        except SettingsError:
+            raise
+        except ValueError as err:  # a journal line that is not JSON: a write cut short, an edit
+            where = url or str(default)
+            raise StudyStorageError(f"cannot read the study storage {safe_url(where)}: {err}") from None
         except (StudyStorageError, op.exceptions.StorageInternalError) as err:
             if attempt + 1 == tries or not _a_race(err):
                 if isinstance(err, StudyStorageError):
@@ -159,8 +178,23 @@ def make_sampler(name: str, seed: int, grid: dict[str, list] | None = None) -> A
         _needs("scipy", "--sampler qmc")
         return op.samplers.QMCSampler(seed=seed, warn_independent_sampling=False)
     if name == "grid":
-        return op.samplers.GridSampler(grid or {}, seed=seed)
+        return _grid_sampler(op)(grid or {}, seed=seed)
     raise SettingsError(f"--sampler must be one of {', '.join(SAMPLERS)}, got {name!r}")
+
+
+def _grid_sampler(op: Any) -> type:
+    """Optuna's GridSampler without its stop at the last grid point: study.stop() works only
+    inside study.optimize, and the budget (--trials, at most the grid) ends an ask-and-tell study."""
+
+    class Grid(op.samplers.GridSampler):
+        def after_trial(self, study, trial, state, values) -> None:
+            pass
+
+    return Grid
+
+
+# samplers whose draws follow the trial number: a worker seeds them again for each trial
+RESEEDED = ("tpe", "random")
 
 
 def _needs(module: str, option: str) -> None:
@@ -238,7 +272,7 @@ def reap_dead(study: Any, report=None) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
         attrs = trial.user_attrs
         dead = alive(attrs) is False
-        if "pid" not in attrs and trial.datetime_start is not None:
+        if "host" not in attrs and trial.datetime_start is not None:
             dead = (now - trial.datetime_start).total_seconds() > UNCLAIMED_SECONDS
         if not dead:
             continue
@@ -282,9 +316,10 @@ def claim(study: Any, want: int, budget: int) -> list[Any]:
         if len(counted_now) >= budget and not waiting:
             break
         trial = study.ask()
-        trial.set_user_attr("pid", os.getpid())  # first: a trial without it counts as unclaimed
-        for key, value in this_worker().items():
-            trial.set_user_attr(key, value)
+        for key, value in this_worker().items():  # host last: until it is set, the trial is unclaimed
+            if key != "host":
+                trial.set_user_attr(key, value)
+        trial.set_user_attr("host", socket.gethostname())
         if uses_heartbeats(study):
             study._storage.record_heartbeat(trial._trial_id)
         numbers = sorted(t.number for t in counted(study))
@@ -297,8 +332,9 @@ def claim(study: Any, want: int, budget: int) -> list[Any]:
 
 
 def uses_heartbeats(study: Any) -> bool:
-    """Do the study's trials keep a heartbeat (database storages)?"""
-    return isinstance(study._storage, optuna().storages.RDBStorage)
+    """Do the study's trials keep a heartbeat (database storages, which Optuna wraps in a cache)?"""
+    storage = study._storage
+    return hasattr(storage, "record_heartbeat") and storage.get_heartbeat_interval() is not None
 
 
 @contextlib.contextmanager

@@ -59,7 +59,7 @@ def summarize(study: Any, variant: str, storage: str, folder: Path, top: int = 1
 def load(study: str, storage: str | None = None) -> Any:
     """Study `study` from its storage (SettingsError naming the studies it holds)."""
     op = studies.optuna()
-    opened = studies.open_storage(storage, DEFAULT_STORAGE)
+    opened = studies.open_storage(storage, DEFAULT_STORAGE, must_exist=True)
     try:
         loaded = op.load_study(study_name=study, storage=opened)
     except KeyError:
@@ -98,8 +98,9 @@ def plot_study(study: str, storage: str | None = None, out: str | Path | None = 
     return study_chart(trials, logs, Path(out) if out is not None else folder / "study.png", title)
 
 
-def read_config(path: str | Path) -> tuple[str, dict[str, Any]]:
-    """A settings file (`ptm tune`'s best.json): its model, and the settings run_training takes."""
+def read_config(path: str | Path) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """A settings file (`ptm tune`'s best.json): its model, the settings run_training takes, and
+    the data it was tuned on ({"data": --data or None, "classes": [...] or None})."""
     try:
         spec = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -113,4 +114,9 @@ def read_config(path: str | Path) -> tuple[str, dict[str, Any]]:
         raise SettingsError(f'--config {path}: "settings" must be an object')
     if isinstance(settings.get("augment"), list):
         settings["augment"] = tuple(settings["augment"])
-    return spec["model"], settings
+    data, classes = spec.get("data"), spec.get("classes")
+    if not isinstance(data, (str, type(None))) or not (
+        classes is None or (isinstance(classes, list) and all(isinstance(c, str) for c in classes))
+    ):
+        raise SettingsError(f'--config {path}: "data" must be a string and "classes" a list of names')
+    return spec["model"], settings, {"data": data, "classes": classes}

@@ -178,6 +178,11 @@ class SweepRun:
     # fit's stop_members (ptm tune's pruner): a member stopped early saves where it stopped
     stop_members: Callable[[EpochStats, TrainState], Any] | None = None
 
+    def __post_init__(self):
+        if self.stop_members is not None and self.save_every:
+            # a periodic save names members by their place in the stack, which stopping changes
+            raise ValueError("a sweep run that stops members early saves at its end only (save_every=0)")
+
     def plan(self, members: Sequence[Member], chunk: int, rank: int = 0, ranks: int = 1) -> list[list]:
         """The unfinished members in the chunks this rank trains: members that saved at the same
         position train together (so a sweep resumes with any number of ranks or chunk size),

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -46,6 +47,8 @@ from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 
 BEST_NAME = "best.json"
+OWNER_NAME = "study.json"  # the study whose trials a folder holds
+STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 POLL_SECONDS = 2.0  # a worker with nothing to claim waits for the others' trials this long
 
 
@@ -66,6 +69,7 @@ class _Search:
     device: Any = None
     stop: Any = None
     tracking: Tracking = field(default_factory=Tracking)  # --track: each trial's record mirrored
+    data: str | None = None  # --data as `ptm train` takes it again (a path made absolute)
 
 
 def run_tune(
@@ -105,6 +109,8 @@ def run_tune(
     track = check_trackers(track)
     for name, value in (("trials", trials), ("min_epochs", min_epochs), ("seed", seed)):
         whole(name, value)
+    if not 0 <= seed < 2**32:
+        raise SettingsError(f"--seed must be in 0..2**32-1 (the sampler's), got {seed}")
     if variant is None:
         raise SettingsError("give a MODEL to tune")
     variant = use_model(variant)
@@ -121,6 +127,8 @@ def run_tune(
     with search.stop.installed() if stop_on_signals else contextlib.nullcontext():
         search.dataset = load_dataset(data, classes, dev, notify=reporter.note)
         search.device = dev
+        search.data = _data_argument(data)
+        _check_same_data(search.study, search.dataset)
         trained = _work(search)
     search.tracking.finish(KILLED if search.stop() else FINISHED)
     report = summarize(search.study, variant, storage or str(DEFAULT_STORAGE), search.folder)
@@ -157,6 +165,8 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
     except ValueError as err:
         raise SettingsError(str(err)) from None
     _, lead = book_setup(variant, **fixed, **space.fixed, **_corners(space)[0])
+    if lead.epochs < 1:
+        raise SettingsError(f"--epochs must be >= 1 (the pruner's resource), got {lead.epochs}")
     if min_epochs < 1 or min_epochs > max(lead.epochs, 1):
         raise SettingsError(f"--min-epochs must be in 1..{lead.epochs} (the epochs), got {min_epochs}")
     grid = space.grid() if sampler == "grid" else None
@@ -165,10 +175,13 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
             f"--sampler grid has {space.grid_size()} points; ask --trials {space.grid_size()}"
         )
     name = study or variant
+    if not STUDY_NAME.fullmatch(name):
+        raise SettingsError(f"--study takes letters, digits, '.', '_' and '-' (200 at most), got {name!r}")
     folder = Path(out) if out is not None else Path("runs") / f"tune-{name}"
     if folder.exists() and not folder.is_dir():
         raise SettingsError(f"{folder} is a file: a study's trials go in a folder (give another --out)")
     atomic.check_writable(folder / BEST_NAME, 1 << 16)
+    _claim_folder(folder, name, storage)
     created = studies.open_study(
         name, storage, DEFAULT_STORAGE, studies.make_sampler(sampler, seed, grid),
         studies.make_pruner(pruner, lead.epochs, min_epochs),
@@ -182,6 +195,24 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
         f"pruner {pruner}; trials in {folder}"
     )
     return _Search(variant, space, fixed, created, trials, batch, folder, reporter, (sampler, seed, grid))
+
+
+def _claim_folder(folder: Path, name: str, storage: str | None) -> None:
+    """A trials folder belongs to one study: a new study refuses one holding another's trials."""
+    owner = {"study": name, "storage": studies.safe_url(storage or str(DEFAULT_STORAGE))}
+    marker = folder / OWNER_NAME
+    try:
+        recorded = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
+    except (OSError, ValueError):
+        recorded = {}
+    if recorded is None and any(folder.glob("trial-*")):
+        recorded = {}
+    if recorded is not None and recorded != owner:
+        theirs = f"study {recorded['study']!r} in {recorded['storage']}" if recorded else "another study"
+        raise SettingsError(f"{folder} holds the trials of {theirs}; give another --out (or that study)")
+    if recorded is None:
+        folder.mkdir(parents=True, exist_ok=True)
+        atomic.atomic_write_text(marker, json.dumps(owner, indent=2) + "\n")
 
 
 def _corners(space: Space) -> list[dict[str, Any]]:
@@ -250,12 +281,33 @@ def _work(search: _Search) -> int:
     return trained
 
 
+def _data_argument(data: str | Path | None) -> str | None:
+    """--data as given, a folder made absolute (best.json is read from anywhere)."""
+    if data is None or str(data) in ("auto", "bundled", "cifar10"):
+        return None if data is None else str(data)
+    return str(Path(data).resolve()) if Path(data).exists() else str(data)
+
+
+def _check_same_data(study: Any, dataset: Dataset) -> None:
+    """Every trial of a study trains on the same data: the first worker records its fingerprint."""
+    recorded = study.user_attrs.get("data_fingerprint")
+    if recorded is None:
+        study.set_user_attr("data_fingerprint", dataset.fingerprint)
+        study.set_user_attr("data_classes", list(dataset.classes))
+    elif recorded != dataset.fingerprint:
+        raise SettingsError(
+            f"study {study.study_name!r} trains on other data ({study.user_attrs.get('data_classes')}); "
+            "give the study's --data and --classes, or another --study"
+        )
+
+
 def _by_shape(search: _Search, claimed: Sequence[Any]) -> list[list[tuple[Any, dict[str, Any]]]]:
     """Each claimed trial with its settings, grouped by model shape (they train together)."""
     groups: dict[tuple, list] = {}
     name, seed, grid = search.sampler
     for trial in claimed:  # each trial's own sampler seed: workers asking at once draw apart
-        search.study.sampler = studies.make_sampler(name, studies.trial_seed(seed, trial.number), grid)
+        if name in studies.RESEEDED:  # (a grid's or a QMC sequence's order follows one seed)
+            search.study.sampler = studies.make_sampler(name, studies.trial_seed(seed, trial.number), grid)
         values = search.space.sample(trial)
         groups.setdefault(shape_of(values), []).append((trial, values))
     return list(groups.values())
@@ -297,12 +349,14 @@ def _train_group(search: _Search, group: list[tuple[Any, dict[str, Any]]]) -> in
         trial.set_user_attr("checkpoint", str(path))
         trial.set_user_attr("record", str(path.with_suffix("").with_suffix(".metrics.jsonl")))
         trial.set_user_attr("epochs", pruned.get(r, member.config.epochs))
-        if r in pruned:
+        if result["diverged_in_epoch"] is not None:  # a loss gone NaN: stopped there, as pruned
+            trial.set_user_attr("diverged_in_epoch", result["diverged_in_epoch"])
+            trial.set_user_attr("epochs", result["diverged_in_epoch"])
+            search.study.tell(trial, state=op.trial.TrialState.PRUNED)
+        elif r in pruned or result["val_accuracy"] is None:
             search.study.tell(trial, state=op.trial.TrialState.PRUNED)
         else:
             trial.set_user_attr("train_accuracy", result["train_accuracy"])
-            if result["diverged_in_epoch"] is not None:
-                trial.set_user_attr("diverged_in_epoch", result["diverged_in_epoch"])
             search.study.tell(trial, result["val_accuracy"])
     return len(trials)
 
@@ -378,7 +432,8 @@ def _write_best(search: _Search, best: dict[str, Any]) -> Path:
         "model": search.variant,
         **({} if search.variant in book_names() else {"reference": reference_of_model(search.variant)}),
         "settings": settings,
-        "data": search.dataset.source if search.dataset else None,
+        "data": search.data,
+        "data_source": search.dataset.source if search.dataset else None,
         "classes": list(search.dataset.classes) if search.dataset else None,
         "study": search.study.study_name,
         "trial": best["trial"],

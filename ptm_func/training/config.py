@@ -165,16 +165,19 @@ def hyperparameters(config: TrainConfig) -> dict[str, float]:
     }
 
 
-def step_hyperparameters(configs: Sequence[TrainConfig], device) -> dict[str, float | Tensor]:
+def step_hyperparameters(
+    configs: Sequence[TrainConfig], device, batched: bool = False
+) -> dict[str, float | Tensor]:
     """The `hyper` input of K members' step: a float where all agree, else a (K,) tensor.
 
     Shared values stay Python floats, so a term every member skips (0) is not computed and a
-    member steps exactly as its separate run; only what differs is batched by vmap.
+    member steps exactly as its separate run; only what differs is batched by vmap. `batched`:
+    every value a (K,) tensor (population-based training changes them as it goes).
     """
     values = [hyperparameters(c) for c in configs]
     return {
         key: values[0][key]
-        if len({v[key] for v in values}) == 1
+        if len({v[key] for v in values}) == 1 and not batched
         else torch.tensor([v[key] for v in values], dtype=torch.float32, device=device)
         for key in HYPER_KEYS
     }

@@ -119,7 +119,7 @@ def fit(
         )
     if world is not None and (members or configs[0].eval_train_mode):
         raise ValueError("several ranks train one run in eval-mode validation (no members, no book quirks)")
-    run = _prepare(model, data, configs, members, world, on_step, stop_requested)
+    run = _prepare(model, data, configs, members, world, on_step, stop_requested, exploit is not None)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     ts = start
@@ -175,14 +175,14 @@ def fit(
     return _finish(result, started, run.step, device)
 
 
-def _prepare(model, data, configs, members, world, on_step, stop_requested) -> _Epochs:
+def _prepare(model, data, configs, members, world, on_step, stop_requested, batched=False) -> _Epochs:
     """The steps (compiled where it pays), the images in their layout, the keys."""
     lead, device = configs[0], data.train.images.device
     # the steps' images; evaluation reads `data` as given, as `ptm eval` will
     train_images = tuning.in_layout(data.train.images, uses_channels_last(lead, device, model))
     if device.type == "cpu":
         tuning.tune_allocator()
-    hyper = step_hyperparameters(configs, device)
+    hyper = step_hyperparameters(configs, device, batched)  # batched: exploit changes any of them
 
     def make(config: TrainConfig) -> Callable:
         if world is not None:

@@ -11,6 +11,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import replace
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from ptm_func.training.config import TrainConfig, step_hyperparameters
@@ -59,6 +60,10 @@ def stop_some(run: Any, result: TrainResult, ts: TrainState, stop: Collection[in
     return run, picked
 
 
+def _finite(params: dict[str, Tensor], position: int) -> bool:
+    return all(bool(torch.isfinite(value[position]).all()) for value in params.values())
+
+
 def exploited(run: Any, result: TrainResult, ts: TrainState, configs: Sequence[TrainConfig]):
     """The run with the members' new state and configs (same seeds, same shared settings).
 
@@ -79,5 +84,7 @@ def exploited(run: Any, result: TrainResult, ts: TrainState, configs: Sequence[T
             )
     for position, index in enumerate(run.active):
         result.configs[index] = configs[position]
+        if index in result.diverged and _finite(ts.params, position):  # rescued: weights copied in
+            del result.diverged[index]
     result.train_state = ts
     return replace(run, configs=configs, hyper=hyper), ts
