@@ -74,12 +74,22 @@ def compare(
 
     Example: ptm compare net examples/kernels.py:KernelNet --model-arg kernel=(5,5) --epochs 20
 
-    Example: ptm compare --tuned --trials 12 --tune-epochs 5 --seeds 3 --epochs 10   (fair: each tuned)
+    Example: ptm compare --tuned --trials 12 --tune-epochs 5 --seeds 3 --epochs 10   (fair: each tuned;
+    runs/compare-tuned, continued when run again)
     """
     if tuned:
         from .compare_tuned import tuned_comparison
 
         with friendly_errors():
+            given = {"--classes": classes, "--seed": seed, "--resdeep-blocks": resdeep_blocks,
+                     "--book-quirks": book_quirks or None, "--augment": augment, "--model-arg": model_arg,
+                     "--track": track, "--chart": None if chart == Path("runs/compare.png") else chart,
+                     "--json-out": None if json_out == Path("runs/compare.json") else json_out}  # fmt: skip
+            ignored = [option for option, value in given.items() if value]
+            if ignored:
+                raise UsageError(
+                    f"--tuned does not take {', '.join(ignored)} (its table: runs/compare-tuned)"
+                )
             tuned_comparison(list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs,
                              seeds=seeds, epochs=epochs, data=data, device=device)  # fmt: skip
         return

@@ -19,13 +19,14 @@ def tuned_comparison(models: list[str], *, trials: int, tune_epochs: int, seeds:
 
     from ptm_func.runs.tuned_compare import run_tuned_comparison
 
+    epochs = 10 if epochs is None else epochs
     rows = run_tuned_comparison(
-        models, trials=trials, tune_epochs=tune_epochs, seeds=seeds, epochs=epochs or 10, data=data,
+        models, trials=trials, tune_epochs=tune_epochs, seeds=seeds, epochs=epochs, data=data,
         device=device, reporter=TrainingProgress(),
     )  # fmt: skip
     title = (
         f"tuned comparison: {trials} trials x {tune_epochs} epochs per variant (lr, momentum, weight "
-        f"decay; successive halving), then {seeds} seeds x {epochs or 10} epochs of the best"
+        f"decay; successive halving), then {seeds} seeds x {epochs} epochs of the best"
     )
     table = Table(title=title)
     for column in ("variant", "best lr", "mom", "wd", "trials", "val mean +/- std", "95% interval", "book",

@@ -93,6 +93,9 @@ def run_tuned_comparison(
     Rerunning continues: finished studies and sweeps are read back, not trained again."""
     if seeds < 2:
         raise SettingsError(f"--seeds must be >= 2 for an interval, got {seeds}")
+    for option, value in (("--trials", trials), ("--tune-epochs", tune_epochs), ("--epochs", epochs)):
+        if value < 1:
+            raise SettingsError(f"{option} must be >= 1, got {value}")
     if not variants:
         raise SettingsError("give variants to compare")
     reporter = reporter or Reporter()
@@ -125,7 +128,8 @@ def _variant(
         raise SettingsError(f"the study of {variant} finished no trial")
     best = {k: study.rows[0][k] for k in SEARCH}
     reporter.message(f"== {variant}: {seeds} seeds of the best ({_text(best)}) x {epochs} epochs ==")
-    folder = out / f"seeds-{variant}"
+    # named by what it trains: a larger study's new best, other seeds or epochs train anew
+    folder = out / f"seeds-{variant}-trial{study.rows[0]['trial']}-{seeds}x{epochs}"
     again = (folder / sweep.SPEC_NAME).exists()
     report = run_sweep(
         None if again else variant, resume=folder if again else None, out=None if again else folder,
