@@ -44,9 +44,11 @@ from ptm_func.training.devices import resolve_device
 from ptm_func.training.loop import fit
 from ptm_func.training.members import unstack
 from ptm_func.training.state import (
+    TrainResult,
     TrainState,
     init_train_state,
     member_state,
+    per_member,
     select_members,
     stack_members,
 )
@@ -330,17 +332,22 @@ def _exploiter(plan: _Population):
     return exploit
 
 
-def _save(plan: _Population, ts: TrainState, result: Any = None) -> None:
+def _save(plan: _Population, ts: TrainState, result: TrainResult | None = None) -> None:
     """Every member's checkpoint, as one commit; the lineage rides in each one's facts."""
     facts = {"variant": plan.variant, "pbt_values": plan.values, "pbt_events": plan.events}
     runs = []
-    finished = result is not None and not result.interrupted and result.val_accuracy is not None
+    done = (
+        result if result is not None and not result.interrupted and result.val_accuracy is not None else None
+    )
     for r, (path, config) in enumerate(zip(plan.paths(), plan.configs, strict=True)):
         # to resume, every member keeps its momentum buffer (an exploit step may give it momentum)
-        member = result.member(r) if finished else _with_buffers(ts, r, config)
+        member = done.member(r) if done is not None else _with_buffers(ts, r, config)
         extra = {}
-        if finished:
-            extra = {"train_accuracy": result.train_accuracy[r], "val_accuracy": result.val_accuracy[r]}
+        if done is not None:
+            extra = {
+                "train_accuracy": per_member(done.train_accuracy)[r],
+                "val_accuracy": per_member(done.val_accuracy)[r],
+            }
         runs.append((path, plan.net, member, config, {**facts, **extra, "epochs_done": member.epoch}))
     save_runs(runs)
 
