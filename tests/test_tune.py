@@ -14,6 +14,7 @@ from ptm_func.runs.search_space import Dimension, Space, parse_dimension
 from ptm_func.runs.study_report import show_study
 from ptm_func.runs.tune import run_tune
 from tests.cli_helpers import invoke, one_error_line
+from tests.conftest import write_image_folder
 
 optuna = pytest.importorskip("optuna")
 
@@ -224,3 +225,32 @@ def test_a_users_model_is_tuned_and_retrained_from_best_json(image_folder, tmp_p
     assert done.exit_code == 0, done.output
     ours, theirs = load_file(tmp_path / "again.safetensors"), load_file(best["checkpoint"])
     assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_trials_that_diverge_end_as_pruned_and_the_study_ends(image_folder, tmp_path):
+    report = tune(tmp_path, image_folder, space={"lr": "0.1", "l2_lambda": "1e3:1e4:log"}, trials=2, batch=2)
+    assert report.counts == {"pruned": 2}
+    loaded = optuna.load_study(study_name="net", storage=journal_of(tmp_path))
+    assert all(t.user_attrs["diverged_in_epoch"] == 1 for t in loaded.trials)
+
+
+def test_a_grid_trains_every_point_once(image_folder, tmp_path):
+    report = tune(
+        tmp_path, image_folder, space={"lr": "0.01,0.03,0.1"}, trials=3, sampler="grid", pruner="none"
+    )
+    assert sorted(r["lr"] for r in report.rows) == [0.01, 0.03, 0.1] and report.best_file is not None
+
+
+def test_a_study_keeps_its_data_and_its_folder(image_folder, tmp_path):
+    tune(tmp_path, image_folder, trials=1, pruner="none")
+    other = write_image_folder(tmp_path / "other", {"train": 8, "test": 4}, seed=5)
+    with pytest.raises(SettingsError, match="study 'net' trains on other data"):
+        tune(tmp_path, other, trials=2, pruner="none")
+    with pytest.raises(SettingsError, match="holds the trials of study 'net'"):
+        tune(tmp_path, image_folder, trials=1, pruner="none", study="another")
+
+
+def journal_of(folder):
+    from ptm_func.runs import studies
+
+    return studies.open_storage(str(folder / "studies.journal"), folder)

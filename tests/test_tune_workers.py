@@ -118,23 +118,25 @@ def _running_trials_of(storage, proc, timeout=120):
 
 
 def test_a_silent_worker_elsewhere_is_failed_by_its_heartbeat(postgres, monkeypatch):
-    """A trial of a worker on another machine (not checkable by pid) fails once its heartbeat
-    is older than the grace period, and its settings are enqueued again."""
+    """A trial claimed by a worker on another machine (not checkable by pid) fails once its
+    heartbeat is older than the grace period, and its settings are enqueued again, once."""
     from ptm_func.runs import studies
 
     monkeypatch.setenv("PTM_TUNE_GRACE", "2")
-    study = optuna.create_study(study_name="remote", storage=studies.open_storage(postgres.url(), None))
-    trial = study.ask({"lr": optuna.distributions.FloatDistribution(1e-3, 1e-1, log=True)})
-    for key, value in {"pid": 1, "host": "a-machine-elsewhere"}.items():
-        trial.set_user_attr(key, value)
-    study._storage.record_heartbeat(trial._trial_id)
+    url = postgres.create_database("remote")
+    study = optuna.create_study(study_name="remote", storage=studies.open_storage(url, None))
+    (trial,) = studies.claim(study, 1, budget=3)  # as a worker claims: its first heartbeat recorded
+    trial.suggest_float("lr", 1e-3, 1e-1, log=True)
+    trial.set_user_attr("host", "a-machine-elsewhere")  # a worker this one cannot see by pid
     studies.reap_dead(study)
-    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # alive as far as we know
+    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # its heartbeat is fresh
     time.sleep(3)
     studies.reap_dead(study)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL
     (retry,) = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
-    assert retry.user_attrs == {"retry_of": 0}
+    assert (
+        retry.user_attrs == {"retry_of": 0} and retry.system_attrs["fixed_params"] == study.trials[0].params
+    )
     studies.reap_dead(study)  # once only
     assert len(study.get_trials(states=(optuna.trial.TrialState.WAITING,))) == 1
 
