@@ -76,7 +76,8 @@ def tune_command(
     study lives in Optuna's storage, so the same command again (or in another terminal, or on
     another machine with a database --storage) continues it. A worker that dies mid-trial is
     noticed and its settings are tried again. The best settings go to best.json, which
-    `ptm train MODEL --config runs/tune-STUDY/best.json` trains again, bit for bit.
+    `ptm train MODEL --config runs/tune-STUDY/best.json` trains again (bit for bit where the
+    trials looped, the CPU default; to rounding after --vmap, the CUDA default).
 
     Example: ptm tune net --lr 1e-3:1e-1:log --momentum 0:0.95 --trials 32 --epochs 20
 
