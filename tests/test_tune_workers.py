@@ -96,7 +96,7 @@ def test_a_worker_killed_mid_trial_loses_nothing(storage, image_folder, tmp_path
     for trial in running:  # each killed trial failed once, and its settings trained again, once
         assert study.trials[trial.number].state == optuna.trial.TrialState.FAIL
         assert retries[trial.number].params == trial.params
-    assert "died; its settings are tried again" in (tmp_path / "other.log").read_text()
+    assert "its settings are tried again" in (tmp_path / "other.log").read_text()  # by pid or heartbeat
 
 
 def _running_trials_of(storage, proc, timeout=120):

@@ -266,7 +266,12 @@ def reap_dead(study: Any, report=None) -> list[int]:
     """
     op = optuna()
     states = op.trial.TrialState
-    op.storages.fail_stale_trials(study)
+    running = {t.number for t in study.get_trials(deepcopy=False, states=(states.RUNNING,))}
+    op.storages.fail_stale_trials(study)  # its callback enqueues the retry (open_storage)
+    if report is not None and running and uses_heartbeats(study):
+        for trial in study.get_trials(deepcopy=False, states=(states.FAIL,)):
+            if trial.number in running:
+                report(f"trial {trial.number}'s heartbeat stopped; its settings are tried again")
     failed = []
     now = datetime.datetime.now()
     for trial in study.get_trials(deepcopy=False, states=(states.RUNNING,)):
