@@ -99,8 +99,8 @@ def run_tune(
     study; `batch` trials train at once as members (default: 8 on CUDA, 4 on CPU, where they
     loop). `settings` (epochs, batch_size, ...) are fixed for every trial. `track`
     ("tensorboard", "mlflow") mirrors every trial's record, nested in one run per worker, as
-    a sweep's members are. Raises SettingsError
-    before any training for settings that cannot run, or a storage that cannot be opened.
+    a sweep's members are. Raises SettingsError before any training for settings that cannot
+    run, StudyStorageError for a storage that cannot be opened.
     """
     check_common(
         out=out, resume=None, data=data, classes=classes, device=device, checkpoint_every=0,
@@ -124,12 +124,16 @@ def run_tune(
         reporter.message(tracking.describe("trial-NNNN.tb in the study's folder", logdir=search.folder))
         values = {"study": search.study.study_name, "variant": variant, "space": search.space.describe()}
         search.tracking = tracking.group(search.folder.name, values, search.folder)
-    with search.stop.installed() if stop_on_signals else contextlib.nullcontext():
-        search.dataset = load_dataset(data, classes, dev, notify=reporter.note)
-        search.device = dev
-        search.data = _data_argument(data)
-        _check_same_data(search.study, search.dataset)
-        trained = _work(search)
+    try:
+        with search.stop.installed() if stop_on_signals else contextlib.nullcontext():
+            search.dataset = load_dataset(data, classes, dev, notify=reporter.note)
+            search.device = dev
+            search.data = _data_argument(data)
+            _check_same_data(search.study, search.dataset)
+            trained = _work(search)
+    except BaseException:  # the worker's tracked run ends, as killed, with the error
+        search.tracking.finish(KILLED)
+        raise
     search.tracking.finish(KILLED if search.stop() else FINISHED)
     report = summarize(search.study, variant, storage or str(DEFAULT_STORAGE), search.folder)
     report.trained_here, report.interrupted, report.signal = (
