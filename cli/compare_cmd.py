@@ -81,17 +81,15 @@ def compare(
         from .compare_tuned import tuned_comparison
 
         with friendly_errors():
-            given = {"--classes": classes, "--seed": seed, "--resdeep-blocks": resdeep_blocks,
-                     "--book-quirks": book_quirks or None, "--augment": augment, "--model-arg": model_arg,
-                     "--track": track, "--chart": None if chart == Path("runs/compare.png") else chart,
-                     "--json-out": None if json_out == Path("runs/compare.json") else json_out}  # fmt: skip
-            ignored = [option for option, value in given.items() if value]
-            if ignored:
-                raise UsageError(
-                    f"--tuned does not take {', '.join(ignored)} (its table: runs/compare-tuned)"
-                )
-            tuned_comparison(list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs,
-                             seeds=seeds, epochs=epochs, data=data, device=device)  # fmt: skip
+            tuned_comparison(
+                list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs, seeds=seeds,
+                epochs=epochs, data=data, device=device,
+                not_taken={"--classes": classes, "--seed": seed, "--resdeep-blocks": resdeep_blocks,
+                           "--book-quirks": book_quirks or None, "--augment": augment,
+                           "--model-arg": model_arg, "--track": track,
+                           "--chart": None if chart == Path("runs/compare.png") else chart,
+                           "--json-out": None if json_out == Path("runs/compare.json") else json_out},
+            )  # fmt: skip
         return
     with contextlib.ExitStack() as held, friendly_errors():
         from ptm_func.data.sources import load_dataset

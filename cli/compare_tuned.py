@@ -8,12 +8,17 @@ import typer
 
 from ptm_func.text import printable
 
+from .errors import UsageError
 from .progress import TrainingProgress
 
 
 def tuned_comparison(models: list[str], *, trials: int, tune_epochs: int, seeds: int, epochs: int | None,
-                     data: str | None, device: str) -> None:  # fmt: skip
-    """Run (or continue) the tuned comparison in runs/compare-tuned and print its table."""
+                     data: str | None, device: str, not_taken: dict[str, object]) -> None:  # fmt: skip
+    """Run (or continue) the tuned comparison in runs/compare-tuned and print its table.
+    `not_taken`: ptm compare's other options as given (None: not given), refused here."""
+    given = [option for option, value in not_taken.items() if value]
+    if given:
+        raise UsageError(f"--tuned does not take {', '.join(given)} (its table: runs/compare-tuned)")
     from rich.console import Console
     from rich.table import Table
 

@@ -103,13 +103,7 @@ def train(
         )  # fmt: skip
         settings.update(model_args(model_arg), **optional(channels_last=channels_last))
         if config is not None:
-            tuned, where = _settings_file(config, model)
-            settings = {**tuned, **settings}
-            if data is None and where["data"] is not None:  # the data it was tuned on
-                data = where["data"]
-                note(f"training on the data {config} was tuned on: {printable(data)} (--data overrides)")
-            if classes is None and where["classes"] is not None:
-                classes = ",".join(where["classes"])
+            settings, data, classes = _with_settings_file(config, model, settings, data, classes)
         outcome = run_training(
             model, data=data, classes=parse_classes(classes), device=device, out=out, force=force,
             resume=resume, checkpoint_every=checkpoint_every, replicas=replicas, book_quirks=book_quirks,
@@ -120,6 +114,19 @@ def train(
             _print_replicas(outcome, as_json, model)
         else:
             _print_run(outcome, as_json, model)
+
+
+def _with_settings_file(
+    path: Path, model: str, settings: dict, data, classes
+) -> tuple[dict, str | None, str | None]:
+    """The file's settings under the options given, and the data it was tuned on unless given."""
+    tuned, where = _settings_file(path, model)
+    if data is None and where["data"] is not None:
+        data = where["data"]
+        note(f"training on the data {path} was tuned on: {printable(data)} (--data overrides)")
+    if classes is None and where["classes"] is not None:
+        classes = ",".join(where["classes"])
+    return {**tuned, **settings}, data, classes
 
 
 def _settings_file(path: Path, model: str) -> tuple[dict, dict]:

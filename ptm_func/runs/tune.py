@@ -19,8 +19,6 @@ a pruned trial out of the step at once.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -38,6 +36,7 @@ from ptm_func.files.tracking import FINISHED, KILLED, Tracking, check_trackers
 from ptm_func.nets.references import use_model
 from ptm_func.nets.registry import reference_of_model
 from ptm_func.runs import studies, sweep
+from ptm_func.runs import tune_agreement as agreed
 from ptm_func.runs.arguments import check_common, whole
 from ptm_func.runs.reporter import Reporter
 from ptm_func.runs.search_space import SHAPES, Space, shape_of
@@ -47,8 +46,6 @@ from ptm_func.training.config import TrainConfig, book_setup
 from ptm_func.training.devices import resolve_device
 
 BEST_NAME = "best.json"
-OWNER_NAME = "study.json"  # the study whose trials a folder holds
-STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,199}")
 POLL_SECONDS = 2.0  # a worker with nothing to claim waits for the others' trials this long
 
 
@@ -128,8 +125,8 @@ def run_tune(
         with search.stop.installed() if stop_on_signals else contextlib.nullcontext():
             search.dataset = load_dataset(data, classes, dev, notify=reporter.note)
             search.device = dev
-            search.data = _data_argument(data)
-            _check_same_data(search.study, search.dataset)
+            search.data = agreed.data_argument(data)
+            agreed.check_same_data(search.study, search.dataset)
             trained = _work(search)
     except BaseException:  # the worker's tracked run ends, as killed, with the error
         search.tracking.finish(KILLED)
@@ -179,19 +176,19 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
             f"--sampler grid has {space.grid_size()} points; ask --trials {space.grid_size()}"
         )
     name = study or variant
-    if not STUDY_NAME.fullmatch(name):
+    if not agreed.STUDY_NAME.fullmatch(name):
         raise SettingsError(f"--study takes letters, digits, '.', '_' and '-' (200 at most), got {name!r}")
     folder = Path(out) if out is not None else Path("runs") / f"tune-{name}"
     if folder.exists() and not folder.is_dir():
         raise SettingsError(f"{folder} is a file: a study's trials go in a folder (give another --out)")
     atomic.check_writable(folder / BEST_NAME, 1 << 16)
-    _claim_folder(folder, name, storage)
+    agreed.claim_folder(folder, name, storage)
     created = studies.open_study(
         name, storage, DEFAULT_STORAGE, studies.make_sampler(sampler, seed, grid),
         studies.make_pruner(pruner, lead.epochs, min_epochs),
     )  # fmt: skip
     described = _description(variant, space, fixed, sampler, pruner, min_epochs, seed, folder)
-    _check_same_study(created, name, described)
+    agreed.check_same_study(created, name, described)
     reporter.message(
         f"study {name!r} in {studies.safe_url(storage or str(DEFAULT_STORAGE))}: "
         f"{trials} trials of {variant} "
@@ -199,24 +196,6 @@ def _plan(variant, texts, trials, batch, sampler, pruner, min_epochs, seed, stor
         f"pruner {pruner}; trials in {folder}"
     )
     return _Search(variant, space, fixed, created, trials, batch, folder, reporter, (sampler, seed, grid))
-
-
-def _claim_folder(folder: Path, name: str, storage: str | None) -> None:
-    """A trials folder belongs to one study: a new study refuses one holding another's trials."""
-    owner = {"study": name, "storage": studies.safe_url(storage or str(DEFAULT_STORAGE))}
-    marker = folder / OWNER_NAME
-    try:
-        recorded = json.loads(marker.read_text(encoding="utf-8")) if marker.exists() else None
-    except (OSError, ValueError):
-        recorded = {}
-    if recorded is None and any(folder.glob("trial-*")):
-        recorded = {}
-    if recorded is not None and recorded != owner:
-        theirs = f"study {recorded['study']!r} in {recorded['storage']}" if recorded else "another study"
-        raise SettingsError(f"{folder} holds the trials of {theirs}; give another --out (or that study)")
-    if recorded is None:
-        folder.mkdir(parents=True, exist_ok=True)
-        atomic.atomic_write_text(marker, json.dumps(owner, indent=2) + "\n")
 
 
 def _corners(space: Space) -> list[dict[str, Any]]:
@@ -251,21 +230,6 @@ def book_names() -> tuple[str, ...]:
     return TRAINABLE_NAMES
 
 
-def _check_same_study(study: Any, name: str, described: dict[str, Any]) -> None:
-    """A study's first worker records what it searches; later ones must search the same."""
-    recorded = study.user_attrs.get("ptm")
-    if recorded is None:
-        study.set_user_attr("ptm", json.loads(jsonio.dumps(described)))
-        return
-    mine = json.loads(jsonio.dumps(described))
-    differ = [k for k in ("variant", "space", "settings", "folder") if recorded.get(k) != mine.get(k)]
-    if differ:
-        raise SettingsError(
-            f"study {name!r} searches something else ({', '.join(differ)} differ); "
-            "give the same command to continue it, or another --study"
-        )
-
-
 def _work(search: _Search) -> int:
     """Claim, train and tell trials until the study has its budget; returns how many trained here."""
     trained = 0
@@ -283,26 +247,6 @@ def _work(search: _Search) -> int:
             if search.stop():
                 break
     return trained
-
-
-def _data_argument(data: str | Path | None) -> str | None:
-    """--data as given, a folder made absolute (best.json is read from anywhere)."""
-    if data is None or str(data) in ("auto", "bundled", "cifar10"):
-        return None if data is None else str(data)
-    return str(Path(data).resolve()) if Path(data).exists() else str(data)
-
-
-def _check_same_data(study: Any, dataset: Dataset) -> None:
-    """Every trial of a study trains on the same data: the first worker records its fingerprint."""
-    recorded = study.user_attrs.get("data_fingerprint")
-    if recorded is None:
-        study.set_user_attr("data_fingerprint", dataset.fingerprint)
-        study.set_user_attr("data_classes", list(dataset.classes))
-    elif recorded != dataset.fingerprint:
-        raise SettingsError(
-            f"study {study.study_name!r} trains on other data ({study.user_attrs.get('data_classes')}); "
-            "give the study's --data and --classes, or another --study"
-        )
 
 
 def _by_shape(search: _Search, claimed: Sequence[Any]) -> list[list[tuple[Any, dict[str, Any]]]]:

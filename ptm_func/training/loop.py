@@ -22,7 +22,7 @@ from ptm_func.training.distributed import World, shard
 from ptm_func.training.evaluate import evaluate, evaluate_book_style, validation_accuracy
 from ptm_func.training.fallback import fallback_events
 from ptm_func.training.members import check_members, stack, unstack
-from ptm_func.training.population import Exploit, everyone, exploited, stop_some
+from ptm_func.training.population import Exploit, between_epochs, everyone
 from ptm_func.training.state import (
     EpochStats,
     TrainResult,
@@ -153,18 +153,12 @@ def fit(
         result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)
-        if stop_members is not None and members and ts.epoch < run.lead.epochs:
-            run, ts = stop_some(run, result, ts, stop_members(stats, ts))
-            last_good = snapshot(ts)
-            if not run.active:  # every member stopped early: none has a final evaluation
-                nothing: list[float | None] = [None] * len(configs)
-                result.train_accuracy, result.val_accuracy = nothing, list(nothing)
-                return _finish(result, started, run.step, device)
-        if exploit is not None and members and ts.epoch < run.lead.epochs:
-            changed = exploit(stats, ts, list(run.configs))
-            if changed is not None:
-                run, ts = exploited(run, result, *changed)
+        if members and ts.epoch < run.lead.epochs and (stop_members or exploit):
+            run, ts, changed = between_epochs(run, result, ts, stats, stop_members, exploit)
+            if changed:
                 last_good = snapshot(ts)
+            if not run.active:  # every member stopped early
+                return _finish(result, started, run.step, device)
         if world is None and stop_requested is not None:  # a signal during validation
             vote = stop_requested()
         if vote and ts.epoch < run.lead.epochs:

@@ -37,6 +37,26 @@ def everyone(values: list | None, active: list[int], k: int) -> list:
     return out
 
 
+def between_epochs(run: Any, result: TrainResult, ts: TrainState, stats: EpochStats,
+                   stop_members: Callable | None, exploit: Exploit | None):  # fmt: skip
+    """fit's member changes after an epoch: (run, ts, whether the members changed). A run whose
+    members all stopped has no active member left and no final evaluation (None each)."""
+    changed = False
+    if stop_members is not None:
+        run, new = stop_some(run, result, ts, stop_members(stats, ts))
+        changed, ts = new is not ts, new
+        if not run.active:
+            nothing: list[float | None] = [None] * len(result.configs)
+            result.train_accuracy, result.val_accuracy = nothing, list(nothing)
+            return run, ts, changed
+    if exploit is not None:
+        exploits = exploit(stats, ts, list(run.configs))
+        if exploits is not None:
+            run, ts = exploited(run, result, *exploits)
+            changed = True
+    return run, ts, changed
+
+
 def stop_some(run: Any, result: TrainResult, ts: TrainState, stop: Collection[int]):
     """Take the members `stop` names (fit's indices) out of the stack, keeping their states."""
     stop = {r for r in stop if r in run.active and r not in result.diverged}
