@@ -1,0 +1,130 @@
+"""Every code block of README.md and the guide runs, and prints what the page shows.
+
+The pages run on small data: the bundled CIFAR-2 is cut to 1,000 training and 200 validation
+images (drawn once, the same for every page), except for blocks marked `full-data`, whose
+numbers are checked. Each page runs in a fresh working folder. See tests/docs_runner.py.
+"""
+
+import contextlib
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from sybil import Document
+
+from ptm_func.data import sources
+from ptm_func.data.dataset import Dataset
+from ptm_func.data.folders import ClassPick
+from ptm_func.nets import references, user
+from tests.conftest import write_image_folder
+from tests.docs_runner import REPO, RUN_LANGUAGES, BlockParser, DirectiveParser, Session, parse_directive
+
+PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if "api" not in p.parts)]
+FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)$", re.MULTILINE)
+DIRECTIVE = re.compile(r"<!--\s*test:\s*(?P<arguments>.+?)\s*-->\s*$")
+
+
+class Bundled(tuple):
+    """(the whole bundled CIFAR-2, the slice the pages run on), with a short repr."""
+
+    def __repr__(self) -> str:
+        return "Bundled(whole, slice)"
+
+
+@pytest.fixture(scope="module")
+def bundled():
+    whole = sources.load_bundled()
+    small = Dataset(whole.train.sample(1000), whole.val.sample(200), whole.classes, whole.source)
+    return Bundled((whole, small))
+
+
+def small_bundled(session: Session, whole: Dataset, small: Dataset, original):
+    def load(classes=None):
+        pick = classes if isinstance(classes, ClassPick) else ClassPick(classes)
+        if pick.choose(whole.classes, "the bundled CIFAR-2") != whole.classes:
+            return original(classes)  # another order: decoded again, whole
+        return whole if session.full_data else small
+
+    return load
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_page_runs_as_shown(page, bundled, tmp_path, monkeypatch):
+    session = Session(tmp_path, Path(os.environ["PTM_DATA_DIR"]))
+    monkeypatch.setattr(sources, "load_bundled", small_bundled(session, *bundled, sources.load_bundled))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # `from my_nets import MyNet` after writing it
+    archive = tmp_path / "ptm_func/data/bundled/cifar2.tar.gz"  # the README's tar command
+    archive.parent.mkdir(parents=True)
+    archive.symlink_to(sources.BUNDLED_ARCHIVE)
+    (tmp_path / "examples").symlink_to(REPO / "examples")
+    others = write_image_folder(tmp_path / "tiny-others", {"train": 4, "test": 4})  # for fooling.py
+    for split in ("train", "test"):
+        shutil.copytree(others / split / "cat", others / split / "dog")
+    document = Document.parse(str(page), DirectiveParser(), BlockParser(session))
+    examples = list(document.examples())
+    with models_registered_here():
+        for example in examples:
+            run(example, page)
+
+
+@contextlib.contextmanager
+def models_registered_here():
+    """Models a page registers (`register_model`, references) stay on that page."""
+    tables = (user.REGISTERED, user.REFERENCES, references.TARGETS)
+    saved = [dict(table) for table in tables]
+    try:
+        yield
+    finally:
+        for table, entries in zip(tables, saved, strict=True):
+            table.clear()
+            table.update(entries)
+
+
+def run(example, page: Path) -> None:
+    """One block; PTM_DOCS_TIMES=1 prints how long each took (with pytest -s)."""
+    started = time.perf_counter()
+    example.evaluate()
+    if os.environ.get("PTM_DOCS_TIMES"):
+        print(f"{page.name}:{example.line}: {time.perf_counter() - started:.1f}s")
+
+
+def blocks(page: Path):
+    """(line number, language, info, directive before it) of each fenced block of a page."""
+    lines = page.read_text().splitlines()
+    opened = None
+    for number, line in enumerate(lines, 1):
+        fence = FENCE.match(line)
+        if not fence:
+            continue
+        if opened is None:
+            previous = next((lines[k].strip() for k in range(number - 2, -1, -1) if lines[k].strip()), "")
+            directive = DIRECTIVE.match(previous)
+            opened = (number, fence["info"].strip(), directive["arguments"] if directive else "")
+        elif not fence["info"].strip():
+            start, info, directive = opened
+            yield start, info.split(" ")[0], info, directive
+            opened = None
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
+def test_every_block_is_run_or_says_why_not(page):
+    for line, language, info, directive in blocks(page):
+        plan = parse_directive(directive)
+        runs = language in RUN_LANGUAGES or 'title="' in info
+        assert runs or plan.skip, f"{page.name}:{line}: a ```{info} block the tests do not run"
+
+
+def test_the_quick_start_is_what_ci_runs():
+    """The README's two commands (not run here: installing is CI's first step) are CI's own."""
+    readme = (REPO / "README.md").read_text()
+    block = readme[readme.index("```bash\n", readme.index("## Quick start")) + 8 :].split("```")[0]
+    setup, tests = block.strip().splitlines()
+    install, main_job = setup.rsplit(" && ", 1)
+    ci = (REPO / ".ci" / "run").read_text()
+    assert install in ci and main_job == ".venv/bin/ptm train net"
+    assert tests in ci.splitlines()
