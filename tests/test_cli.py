@@ -462,3 +462,14 @@ def test_an_abort_is_one_line_and_exit_1(capsys):
         main(lambda: aborting_app)
     assert exit_info.value.code == 1
     assert capsys.readouterr().err == "ptm: aborted\n"
+
+
+def test_book_quirks_on_data_stored_class_by_class_says_it_may_learn_little(image_folder, tmp_path):
+    """A folder is read class by class; the notebook's unshuffled CIFAR-10 was mixed."""
+    args = ["train", "net", "--data", str(image_folder), "--classes", "airplane,bird", "--epochs", "1"]
+    quirky = runner.invoke(app, [*args, "--book-quirks", "--out", str(tmp_path / "q.safetensors")])
+    assert quirky.exit_code == 0, quirky.output
+    assert "--book-quirks trains unshuffled, in the stored order of" in quirky.output
+    assert "class by class" in quirky.output
+    plain = runner.invoke(app, [*args, "--out", str(tmp_path / "p.safetensors")])
+    assert plain.exit_code == 0 and "stored order" not in plain.output

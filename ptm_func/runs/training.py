@@ -160,6 +160,18 @@ def run_training(
         return _run(plan, resume, reporter, world, main, stop_on_signals)
 
 
+def _stored_order_note(config: TrainConfig, dataset: Dataset) -> str | None:
+    """Unshuffled (--book-quirks) training on data stored class by class learns little: say so."""
+    labels = dataset.train.labels
+    if config.shuffle or len(labels) < 2 or not bool((labels[1:] >= labels[:-1]).all()):
+        return None
+    return (
+        f"--book-quirks trains unshuffled, in the stored order of {dataset.source}, which is class by "
+        "class: each epoch shows the net one class, then the next, and it may learn little. The "
+        "notebook's CIFAR-10 mixes the classes in its stored order (--data cifar10)"
+    )
+
+
 def _owned_output(plan: _Plan, main: bool):
     """Hold the run's output (rank 0 only); a new run's default name skips those taken or held."""
     if not main:
@@ -177,8 +189,9 @@ def _run(plan: _Plan, resume, reporter, world, main: bool, stop_on_signals: bool
         atomic.remove_stale_temps(plan.out)
     dataset = _load_data(plan, reporter)
     batch, note = batch_for(plan.config.batch_size, len(dataset.train))
-    if note and main:
-        reporter.note(note)
+    for said in (note, _stored_order_note(plan.config, dataset)):
+        if said and main:
+            reporter.note(said)
     check_step_fits(plan.net, batch, 1, plan.device, f"a step on batches of {batch}")
     facts = {
         "variant": variant,
