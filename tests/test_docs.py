@@ -6,6 +6,7 @@ numbers are checked. Each page runs in a fresh working folder. See tests/docs_ru
 """
 
 import contextlib
+import importlib.util
 import os
 import re
 import shutil
@@ -128,3 +129,19 @@ def test_the_quick_start_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text()
     assert install in ci and main_job == ".venv/bin/ptm train net"
     assert tests in ci.splitlines()
+
+
+def test_every_directive_is_shown_to_the_reader():
+    """docs/hooks/test_notes.py turns each directive the runner obeys into a note on the site."""
+    spec = importlib.util.spec_from_file_location("test_notes", REPO / "docs/hooks/test_notes.py")
+    assert spec and spec.loader
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    found = [d for page in PAGES for *_, d in blocks(page) if d]
+    assert any(d.startswith("skip") for d in found) and any(d.startswith("with") for d in found)
+    for directive in found:
+        plan = parse_directive(directive)
+        note = hook.note(directive)
+        assert note, directive
+        assert ("not run" in note) == bool(plan.skip)
+        assert all(f"{option} {value}" in note for option, value in plan.replace.items())

@@ -3,6 +3,7 @@
 A reader sees how the tests run the block below: cut short, on the whole data, or not at all.
 """
 
+import html
 import re
 
 DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)<!--\s*test:\s*(?P<arguments>.+?)\s*-->[ \t]*$", re.MULTILINE)
@@ -10,14 +11,14 @@ DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)<!--\s*test:\s*(?P<arguments>.+?)\s*
 
 def note(arguments: str) -> str:
     if arguments.startswith("skip"):
-        return f"not run by the tests: {arguments[4:].strip()}"
+        return f"not run by the tests: {html.escape(arguments[4:].strip())}"
     said = []
     for part in (p.strip() for p in arguments.split(";") if p.strip()):
         word, _, rest = part.partition(" ")
         if word == "full-data":
             said.append("run by the tests on the whole bundled CIFAR-2, its numbers checked")
         elif word == "with":
-            said.append(f"run by the tests with `{rest}` on a 1,000-image slice")
+            said.append(f"run by the tests with <code>{html.escape(rest)}</code> on a 1,000-image slice")
     return "; ".join(said)
 
 
