@@ -37,8 +37,9 @@ REPO = Path(__file__).resolve().parent.parent
 TOLERANCE = 0.005  # full-data numbers on another CPU: within 10 of 2,000 images
 RUN_LANGUAGES = ("python", "console", "bash")
 
-NUMBER = r"[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?"
-TIME = re.compile(rf"{NUMBER}\s?(?:s|ms|img/s)\b|{NUMBER} (?:min|h)\b")
+DIGITS = r"(?<![\w.])[-+]?\d+(?:,\d{3})*(?:\.\d+)?(?:e[-+]?\d+)?"
+NUMBER = DIGITS + r"(?![\w])"  # alone: digits inside names, shapes and paths are text
+TIME = re.compile(rf"{DIGITS}\s?(?:s|ms|img/s)\b|{DIGITS} (?:min|h)\b")
 RULES = "━─┃│┏┳┓┡╇┩└┴┘┌┬┐├┼┤╭╮╰╯═║"
 RULE_RUN = re.compile(f"([{RULES}])\\1+")
 INFO = re.compile(r'(?P<language>\w+)(?:\s+title="(?P<title>[^"]+)")?[^\n]*$\n', re.MULTILINE)
@@ -81,7 +82,7 @@ class DirectiveParser:
     def __call__(self, document):
         for region in self.lexer(document):
             plan = parse_directive(region.lexemes["arguments"])
-            yield Region(region.start, region.end, plan, self.evaluate)
+            yield Region(region.start, region.end, (plan, region.end), self.evaluate)
 
     @staticmethod
     def evaluate(example: Example) -> None:
@@ -89,7 +90,12 @@ class DirectiveParser:
 
 
 def take_plan(example: Example) -> Plan:
-    return example.namespace.pop("__plan__", None) or Plan()
+    """The plan of the directive right above this block (only blank space between), if any."""
+    plan, end = example.namespace.pop("__plan__", (Plan(), None))
+    between = "" if end is None else example.document.text[end : example.region.start]
+    if not re.fullmatch(r"\s*-*>?\s*", between):  # the directive's own `-->`, blank lines
+        raise ValueError(f"line {example.line}: a test directive must stand right above its block")
+    return plan
 
 
 class BlockParser:
@@ -136,7 +142,7 @@ class BlockParser:
         plan = take_plan(example)
         if plan.skip:
             return None
-        for command, _ in commands(example.parsed):
+        for command, _ in commands(example.parsed, shell=True):
             code, output = self.session.run(command, plan)
             if code != 0:
                 return f"`{command}` exited {code}:\n{output}"
@@ -151,26 +157,26 @@ class BlockParser:
             failing = any(line.startswith("ptm: error:") for line in expected)
             if (code != 0) != failing:
                 return f"`{command}` exited {code}:\n{output}"
-            problem = compare(expected, self.session.clean(output).splitlines(), plan.full_data)
+            printed = self.session.clean(output).splitlines()
+            problem = compare(expected, printed, plan.full_data, cut=bool(plan.replace))
             if problem:
                 return f"`{command}`: {problem}\n--- what it printed ---\n{output}"
         return None
 
 
-def commands(text: str) -> list[tuple[str, list[str]]]:
-    """`$ command` lines (continued by a trailing backslash) with the output lines after each."""
+def commands(text: str, shell: bool = False) -> list[tuple[str, list[str]]]:
+    """A session's `$ command` lines with the output lines after each; in a shell block
+    (`shell`) every line is a command. A trailing backslash continues a command."""
     found: list[tuple[str, list[str]]] = []
     lines = iter(text.splitlines())
     for line in lines:
-        if line.startswith("$ "):
-            command = line[2:]
-            while command.endswith("\\"):
-                command = command[:-1] + " " + next(lines).strip()
+        if line.startswith("$ ") or (shell and line.strip() and not line.lstrip().startswith("#")):
+            command = line[2:] if line.startswith("$ ") else line
+            while command.rstrip().endswith("\\"):
+                command = command.rstrip()[:-1] + " " + next(lines).strip()
             found.append((command.strip(), []))
         elif found:
             found[-1][1].append(line)
-        elif line.strip() and not line.startswith("#"):  # a bash block: every line a command
-            found.append((line.strip(), []))
     return found
 
 
@@ -182,18 +188,18 @@ def normalise(line: str, numbers: bool) -> str:
     return re.sub(r"\s+", " ", line).strip()
 
 
-def compare(expected: list[str], actual: list[str], full_data: bool) -> str | None:
+def compare(expected: list[str], actual: list[str], full_data: bool, cut: bool = False) -> str | None:
     """None when `actual` matches the `expected` lines (see the module's docstring).
 
-    Off full data, a run of expected lines of one shape (epoch lines, table rows) matches one or
-    more such lines: a run cut short prints fewer epochs, a smaller search fewer rows."""
+    In a run cut short by a directive (`cut`), a run of expected lines of one shape (epoch lines,
+    table rows) matches one or more such lines: fewer epochs, a smaller search's fewer rows."""
     want = [normalise(line, numbers=full_data) for line in expected if line.strip()]
     got = [normalise(line, numbers=full_data) for line in actual if line.strip()]
     grouped: list[tuple[Pattern | None, bool]] = []  # (pattern, may repeat); None: any lines
     for index, line in enumerate(want):
         if line == "...":
             grouped.append((None, False))
-        elif index and not full_data and line == want[index - 1]:
+        elif index and cut and line == want[index - 1]:
             grouped[-1] = (grouped[-1][0], True)
         else:
             grouped.append((compiled(line, full_data), False))
@@ -205,10 +211,11 @@ def compare(expected: list[str], actual: list[str], full_data: bool) -> str | No
     )
 
 
-Pattern = tuple[re.Pattern[str], list[float]]  # a line's regex, and its numbers under full data
+Pattern = tuple[re.Pattern[str], list[str]]  # a line's regex, and its numbers under full data
 
 
 def compiled(expected: str, full_data: bool) -> Pattern:
+    """A line's regex; under full data, the numbers it shows, to compare within TOLERANCE."""
     text = normalise(expected, numbers=full_data)
     regex, values = [], []
     for piece in re.split(rf"(\.\.\.|#|{NUMBER})", text):
@@ -216,7 +223,7 @@ def compiled(expected: str, full_data: bool) -> Pattern:
             regex.append(".*")
         elif re.fullmatch(NUMBER, piece or "x"):  # full_data: normalise kept the numbers
             regex.append(f"({NUMBER})")
-            values.append(float(piece.replace(",", "")))
+            values.append(piece)
         else:
             regex.append(re.escape(piece))
     return re.compile("".join(regex)), values
@@ -227,8 +234,14 @@ def line_matches(pattern: Pattern, line: str) -> bool:
     found = regex.fullmatch(line)
     if found is None:
         return False
-    got = [float(g.replace(",", "")) for g in found.groups()]
-    return all(abs(a - b) <= TOLERANCE * max(1.0, abs(b)) for a, b in zip(got, values, strict=True))
+    return all(agree(got, shown) for got, shown in zip(found.groups(), values, strict=True))
+
+
+def agree(got: str, shown: str) -> bool:
+    """A whole number exactly; a fraction within TOLERANCE (another CPU rounds differently)."""
+    if not re.search(r"[.e]", shown):
+        return got == shown
+    return abs(float(got.replace(",", "")) - float(shown.replace(",", ""))) <= TOLERANCE
 
 
 def matches(patterns, lines: list[str], i: int, j: int, seen: dict) -> bool:
@@ -299,12 +312,25 @@ def expand(command: str, folder: Path) -> list[str]:
 
 
 def run_ptm(arguments: list[str]) -> tuple[int, str]:
-    from typer.testing import CliRunner
+    """`ptm ARGS` in this process, through the executable's entry point (its one-line errors)."""
+    from cli import entry
 
-    from cli.main import app
-
-    result = CliRunner().invoke(app, arguments, env={"COLUMNS": "120"})
-    return result.exit_code, result.output
+    out = io.StringIO()
+    saved = sys.argv, os.environ.get("COLUMNS")
+    sys.argv, os.environ["COLUMNS"] = ["ptm", *arguments], "120"
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
+            entry.main()
+        code = 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    finally:
+        sys.argv = saved[0]
+        if saved[1] is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = saved[1]
+    return code, out.getvalue()
 
 
 def run_example(script: str, arguments: list[str]) -> tuple[int, str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from sybil import Document
+from sybil.parsers.markdown.lexers import RawFencedCodeBlockLexer
 
 from ptm_func.data import sources
 from ptm_func.data.dataset import Dataset
@@ -24,7 +25,6 @@ from tests.conftest import write_image_folder
 from tests.docs_runner import REPO, RUN_LANGUAGES, BlockParser, DirectiveParser, Session, parse_directive
 
 PAGES = [REPO / "README.md", *sorted(p for p in (REPO / "docs").rglob("*.md") if "api" not in p.parts)]
-FENCE = re.compile(r"^(?P<indent>[ \t]*)```(?P<info>[^\n`]*)$", re.MULTILINE)
 DIRECTIVE = re.compile(r"<!--\s*test:\s*(?P<arguments>.+?)\s*-->\s*$")
 
 
@@ -95,29 +95,25 @@ def run(example, page: Path) -> None:
 
 
 def blocks(page: Path):
-    """(line number, language, info, directive before it) of each fenced block of a page."""
-    lines = page.read_text().splitlines()
-    opened = None
-    for number, line in enumerate(lines, 1):
-        fence = FENCE.match(line)
-        if not fence:
-            continue
-        if opened is None:
-            previous = next((lines[k].strip() for k in range(number - 2, -1, -1) if lines[k].strip()), "")
-            directive = DIRECTIVE.match(previous)
-            opened = (number, fence["info"].strip(), directive["arguments"] if directive else "")
-        elif not fence["info"].strip():
-            start, info, directive = opened
-            yield start, info.split(" ")[0], info, directive
-            opened = None
+    """(line number, info line, directive above it) of every fenced block of a page: any fence
+    (``` or ~~~, any length), in a list, a quote or a tab, as Sybil's lexer finds them."""
+    document = Document(page.read_text(), str(page))
+    lexer = RawFencedCodeBlockLexer(info_pattern=re.compile(r"(?P<info>[^\n]*)$\n", re.MULTILINE))
+    for region in lexer(document):
+        before = document.text[: region.start].rstrip().rsplit("\n", 1)[-1].strip()
+        directive = DIRECTIVE.match(before)
+        line = document.text.count("\n", 0, region.start) + 1
+        yield line, region.lexemes["info"].strip(), directive["arguments"] if directive else ""
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(REPO)) for p in PAGES])
 def test_every_block_is_run_or_says_why_not(page):
-    for line, language, info, directive in blocks(page):
-        plan = parse_directive(directive)
-        runs = language in RUN_LANGUAGES or 'title="' in info
-        assert runs or plan.skip, f"{page.name}:{line}: a ```{info} block the tests do not run"
+    """A block runs when its info line is exactly python, console or bash, or names a file."""
+    for line, info, directive in blocks(page):
+        runs = info in RUN_LANGUAGES or re.fullmatch(r'\w+ title="[^"]+"', info)
+        assert runs or parse_directive(directive).skip, f"{page.name}:{line}: ```{info}: not run"
+    text = page.read_text()
+    assert not re.search(r"<!--\s*test(?!:)\b", text), f"{page.name}: a test directive without its colon"
 
 
 def test_the_quick_start_is_what_ci_runs():

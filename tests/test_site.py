@@ -110,6 +110,7 @@ def broken(page: str, link: str, base: str, folder: Path, seen: dict) -> list[st
     if not link.startswith(base):
         return []  # another site: not ours to check offline
     target, anchor = urldefrag(urljoin(page, link))
+    target = target.removesuffix("index.html")  # the page a reader lands on either way
     local = folder / urlparse(target).path.lstrip("/")
     if local.is_dir():
         local = local / "index.html"
