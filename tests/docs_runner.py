@@ -10,10 +10,13 @@
   the site): `skip REASON`, `full-data` (the whole bundled CIFAR-2, numbers checked),
   `with --epochs 1 --trials 4` (option values replaced where the command gives them).
 
-Output matching: numbers match any number, runs of spaces and of table rules match any width, a
-line `...` matches any lines and `...` in a line any text. Under `full-data` numbers must be the
-shown ones to the digits shown (within TOLERANCE elsewhere: CPU kernels differ between machines);
-times (`1.66s`, `6,068 img/s`) are never compared.
+Output matching: a number standing alone matches any number (digits inside names, shapes and
+paths are text), runs of spaces and of table rules match any width, a line `...` matches any
+lines and `...` in a line any text; in a run cut short (`with`), consecutive lines of one shape
+(epochs, table rows) match one or more. Under `full-data` whole numbers must be the shown ones
+and fractions within TOLERANCE of them (CPU kernels round differently between machines). Times
+(`1.66s`, `6,068 img/s`) are never compared. `ptm` runs through its entry point (cli/entry.py),
+in this process; with `--nproc` it runs in bash, as its workers print from their own processes.
 """
 
 from __future__ import annotations
