@@ -3,11 +3,17 @@
     python benchmarks/train_speed.py --models net --data bundled --device cpu
     python benchmarks/train_speed.py --models all --data bundled --device cpu --epochs 4
     python benchmarks/train_speed.py --models resdeep --n-blocks 100 --subset 640 --epochs 3
+    python benchmarks/train_speed.py --models net --data bundled --restarts 10 --epochs 5
 
 For each model: the book's loop (eager nn.Module + torch.optim.SGD, NCHW, as the book runs
 it), then the functional step in each `--modes` entry, all on the same batches. Prints the
 first epoch (compilation included) and the steady seconds per epoch (median of the others),
 and each row's speed-up over the book's loop measured in this process.
+
+`--restarts N` runs each row in a fresh process instead, N times, taking turns (book,
+compiled, eager, then the next round in reverse order), and prints each row's spread across
+processes (min, median, max) and the ratio of medians: a swing that only shows between
+processes (thread placement, a kernel chosen at start) shows there (restarts.py).
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import json
 import statistics
 from dataclasses import replace
 
+import restarts
 import torch
 
 from ptm_func.catalog import TRAINABLE_NAMES
@@ -71,6 +78,14 @@ def mode_config(config, mode: str, channels_last: bool | None):
     return replace(config, compile=True, compile_mode=mode)  # "default" is not CUDA's default
 
 
+BOOK_ROW = "book eager loop"
+
+
+def row_names(modes: list[str]) -> list[str]:
+    """The rows one process times, in order: the book's loop, then each functional mode."""
+    return [BOOK_ROW, *(f"functional, {mode}" for mode in modes)]
+
+
 def time_model(name: str, data: Dataset, args) -> dict[str, list[float] | int]:
     options = {"n_blocks": args.n_blocks} if args.n_blocks and name == "resdeep" else {}
     if args.tied and name == "resdeep":
@@ -83,11 +98,15 @@ def time_model(name: str, data: Dataset, args) -> dict[str, list[float] | int]:
         rows[row] = seconds  # and a line now, so a run cut short by a time limit still says it
         print(f"  [{name}] {row}: {', '.join(f'{s:.4f}' for s in seconds)} s per epoch", flush=True)
 
-    record("book eager loop", time_book_loop(model, data, config))
     modes = args.modes.split(",")
+    wanted = row_names(modes) if args.only is None else [args.only]
+    if BOOK_ROW in wanted:
+        record(BOOK_ROW, time_book_loop(model, data, config))
     for mode in modes:
-        record(f"functional, {mode}", time_functional(model, data, mode_config(config, mode, args.layout)))
-    if args.replicas > 1:  # same compile mode as the first functional row
+        if f"functional, {mode}" in wanted:
+            seconds = time_functional(model, data, mode_config(config, mode, args.layout))
+            record(f"functional, {mode}", seconds)
+    if args.replicas > 1 and args.only is None:  # same compile mode as the first functional row
         seconds, peak = time_ensemble(model, data, mode_config(config, modes[0], args.layout), args.replicas)
         record(f"functional ensemble x{args.replicas}, {modes[0]}", seconds)
         rows["peak_memory_bytes"] = peak
@@ -95,7 +114,7 @@ def time_model(name: str, data: Dataset, args) -> dict[str, list[float] | int]:
 
 
 def report(name: str, rows: dict, args) -> dict:
-    base = statistics.median(rows["book eager loop"][1:])
+    base = statistics.median(rows[BOOK_ROW][1:])
     print(f"\n{name}:")
     print(f"  {'implementation':<42} {'first epoch s':>13} {'steady s/epoch':>15} {'vs book':>8}")
     results = {}
@@ -143,8 +162,15 @@ def main() -> None:
     parser.add_argument(
         "--replicas", type=int, default=0, help="also time K replicas (an ensemble) against one"
     )
+    parser.add_argument(
+        "--restarts", type=int, default=0, help="time each row in N fresh processes, taking turns"
+    )
+    parser.add_argument("--only", default=None, help=argparse.SUPPRESS)  # one row (a restart)
     parser.add_argument("--json", default=None, help="also write the results here")
     args = parser.parse_args()
+    if args.restarts:
+        restarts.main(args, row_names(args.modes.split(",")))
+        return
     args.layout = {"auto": None, "nchw": False, "channels-last": True}[args.layout]
 
     device = resolve_device(args.device)
@@ -159,6 +185,11 @@ def main() -> None:
         f"{device} ({torch.__version__}, {torch.get_num_threads()} threads, allocator tuned: {tuned}), "
         f"batch 64, {len(data.train)} images, {args.epochs} epochs per run"
     )
+    if args.only is not None:  # one row of one model, for restarts.py: per-epoch seconds out
+        rows = time_model(names[0], data, args)
+        with open(args.json, "w") as f:
+            json.dump(rows | {"environment": restarts.environment()}, f)
+        return
     results = {name: report(name, time_model(name, data, args), args) for name in names}
     if args.json:
         with open(args.json, "w") as f:

@@ -68,6 +68,25 @@ def conv(params: Params, prefix: str, x: Tensor) -> Tensor:
     return F.conv2d(x, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"), padding=1)
 
 
+def max_pool2(x: Tensor) -> Tensor:
+    """F.max_pool2d(x, 2), bitwise; traced for a compiled CPU step, as four strided slices
+    taken in turn the way PyTorch's CPU kernel scans each window.
+
+    Same values and gradients: the CPU kernel keeps a window's first maximum, row by row
+    (`val > best or isnan(val)`), and each `where` below passes the gradient to the element it
+    kept, as the kernel's saved index does. Inductor fuses the selects with the activation
+    and its backward, where max_pool2d's backward there is a scatter through int64 indices
+    (zero-filled, then added to): 1.5 of 6.2 ms of Net's step on an AVX2 CPU.
+    """
+    if not (torch.compiler.is_compiling() and x.device.type == "cpu") or x.shape[-1] % 2 or x.shape[-2] % 2:
+        return F.max_pool2d(x, 2)
+    best = x[..., 0::2, 0::2]
+    for row, col in ((0, 1), (1, 0), (1, 1)):
+        val = x[..., row::2, col::2]
+        best = torch.where((val > best) | (val != val), val, best)  # val != val: NaN, vectorised
+    return best
+
+
 def linear(params: Params, prefix: str, x: Tensor) -> Tensor:
     """Apply a fully connected layer."""
     return F.linear(x, params[f"{prefix}.weight"], params[f"{prefix}.bias"])

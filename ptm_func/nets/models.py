@@ -10,7 +10,6 @@ Inputs are NCHW float batches of 3x32x32 images; logits are (N, n_classes): the 
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from ptm_func.nets import rng
@@ -25,6 +24,7 @@ from ptm_func.nets.layers import (
     init_conv,
     init_linear,
     linear,
+    max_pool2,
 )
 
 DROPOUT_P = 0.4
@@ -55,8 +55,8 @@ def init_width(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2) -> 
 
 def apply_width(params: Params, state: State, x: Tensor, *, train: bool, key=None):
     """conv-tanh-pool twice, then fc1-tanh-fc2 (Net and NetWidth)."""
-    out = F.max_pool2d(torch.tanh(conv(params, "conv1", x)), 2)
-    out = F.max_pool2d(torch.tanh(conv(params, "conv2", out)), 2)
+    out = max_pool2(torch.tanh(conv(params, "conv1", x)))
+    out = max_pool2(torch.tanh(conv(params, "conv2", out)))
     return _head(params, out, torch.tanh), state
 
 
@@ -69,9 +69,9 @@ def apply_dropout(params: Params, state: State, x: Tensor, *, train: bool, key=N
         raise ValueError("NetDropout in training mode needs an explicit `key` (or seed)")
     k1 = rng.fold_in(key, 0) if train and key is not None else None
     k2 = rng.fold_in(key, 1) if train and key is not None else None
-    out = F.max_pool2d(torch.tanh(conv(params, "conv1", x)), 2)
+    out = max_pool2(torch.tanh(conv(params, "conv1", x)))
     out = dropout2d(out, DROPOUT_P, train=train, key=k1)
-    out = F.max_pool2d(torch.tanh(conv(params, "conv2", out)), 2)
+    out = max_pool2(torch.tanh(conv(params, "conv2", out)))
     out = dropout2d(out, DROPOUT_P, train=train, key=k2)
     return _head(params, out, torch.tanh), state
 
@@ -97,9 +97,9 @@ def init_batchnorm(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2)
 def apply_batchnorm(params: Params, state: State, x: Tensor, *, train: bool, key=None):
     """conv-BN-tanh-pool twice, then the head; returns the updated BN running stats."""
     out, s1 = batch_norm(params, state, "conv1_batchnorm", conv(params, "conv1", x), train=train)
-    out = F.max_pool2d(torch.tanh(out), 2)
+    out = max_pool2(torch.tanh(out))
     out, s2 = batch_norm(params, state, "conv2_batchnorm", conv(params, "conv2", out), train=train)
-    out = F.max_pool2d(torch.tanh(out), 2)
+    out = max_pool2(torch.tanh(out))
     return _head(params, out, torch.tanh), {**s1, **s2}
 
 
@@ -120,17 +120,17 @@ def init_depth(gen: torch.Generator, n_chans1: int = 32, n_classes: int = 2) -> 
 
 def apply_depth(params: Params, state: State, x: Tensor, *, train: bool, key=None):
     """Three conv-relu-pool stages, then fc1-relu-fc2."""
-    out = F.max_pool2d(torch.relu(conv(params, "conv1", x)), 2)
-    out = F.max_pool2d(torch.relu(conv(params, "conv2", out)), 2)
-    out = F.max_pool2d(torch.relu(conv(params, "conv3", out)), 2)
+    out = max_pool2(torch.relu(conv(params, "conv1", x)))
+    out = max_pool2(torch.relu(conv(params, "conv2", out)))
+    out = max_pool2(torch.relu(conv(params, "conv3", out)))
     return _head(params, out, torch.relu), state
 
 
 def apply_res(params: Params, state: State, x: Tensor, *, train: bool, key=None):
     """NetDepth with a skip connection around conv3."""
-    out = F.max_pool2d(torch.relu(conv(params, "conv1", x)), 2)
-    out = F.max_pool2d(torch.relu(conv(params, "conv2", out)), 2)
-    out = F.max_pool2d(torch.relu(conv(params, "conv3", out)) + out, 2)
+    out = max_pool2(torch.relu(conv(params, "conv1", x)))
+    out = max_pool2(torch.relu(conv(params, "conv2", out)))
+    out = max_pool2(torch.relu(conv(params, "conv3", out)) + out)
     return _head(params, out, torch.relu), state
 
 
@@ -212,7 +212,7 @@ def apply_resdeep(
     so its running stats update n_blocks times; the returned state repeats them under
     every `resblocks.i.*` key.
     """
-    out = F.max_pool2d(torch.relu(conv(params, "conv1", x)), 2)
+    out = max_pool2(torch.relu(conv(params, "conv1", x)))
     new_state: State = {}
     block_state = state
     for i in range(n_blocks):
@@ -221,7 +221,7 @@ def apply_resdeep(
         if tied:
             block_state = block_new
         new_state |= block_new
-    out = F.max_pool2d(out, 2)
+    out = max_pool2(out)
     return _head(params, out, torch.relu), retie(new_state, resdeep_aliases(n_blocks, tied))
 
 

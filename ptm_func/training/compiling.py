@@ -52,7 +52,8 @@ def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
     options = tuning.compile_options(device, mode)
     if options is None:
         compiled = torch.compile(step, mode=mode, dynamic=False)
-    else:  # torch.compile takes a mode or options; these options are the default mode's
+    else:  # torch.compile takes a mode or options: the mode's own options, then ours
+        options = {**torch._inductor.list_mode_options(mode), **options}
         compiled = torch.compile(step, dynamic=False, options=options)
     if mode != "reduce-overhead":
         return compiled

@@ -108,8 +108,20 @@ def tune_allocator() -> bool:
     return ok
 
 
+# Inductor's C++ kernels in 256-bit vectors (AVX2) on AVX-512 CPUs: there, a 2-D tile over a
+# dimension of 8 (Net's conv2 has 8 channels) loads 8 of a vector's 16 floats but stores all 16,
+# past the end of a buffer (the heap corruption of pytorch/pytorch#196681's kind; torch 2.14.1).
+# With 8-float vectors such tiles are whole. ATen's and oneDNN's own kernels keep AVX-512.
+CPU_SIMD_BITS = 256
+
+
 def compile_options(device: torch.device, mode: str | None) -> dict[str, Any] | None:
     """Inductor options for a step compiled in `mode` (torch.compile takes a mode or options)."""
-    if device.type == "cpu" and mode in (None, "default"):
-        return {"cpp.use_decompose_tanh": True}
-    return None
+    if device.type != "cpu":
+        return None
+    options: dict[str, Any] = {}
+    if mode in (None, "default"):
+        options["cpp.use_decompose_tanh"] = True
+    if torch.backends.cpu.get_cpu_capability() == "AVX512":  # see CPU_SIMD_BITS
+        options["cpp.simdlen"] = CPU_SIMD_BITS
+    return options or None

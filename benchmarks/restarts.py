@@ -1,0 +1,120 @@
+"""train_speed.py --restarts N: each row timed in N fresh processes, taking turns.
+
+One process per (round, row): the book's loop, the compiled step, the eager step, then the next
+round in reverse order, so that a slow spell of the shared machine lands on every row alike.
+Each process prints nothing but its per-epoch seconds (to a JSON file); this one prints a line
+per process as it ends, then each row's spread across processes and the ratio of medians.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile")
+
+
+def cpu_description() -> str:
+    """'AMD EPYC (avx2, avx512f), torch kernels: AVX512' from /proc/cpuinfo and torch."""
+    model, flags = "unknown CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    vector = ", ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "none listed"
+    return f"{model} ({vector}), torch kernels: {torch.backends.cpu.get_cpu_capability()}"
+
+
+def environment() -> dict:
+    """What a restart ran with: threads, CPUs it may use, the load when it ended."""
+    return {
+        "threads": torch.get_num_threads(),
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_1min": os.getloadavg()[0],
+        "capability": torch.backends.cpu.get_cpu_capability(),
+    }
+
+
+def child_argv(row: str, out: Path) -> list[str]:
+    """This command line without --restarts and --json, for one row."""
+    argv, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in ("--restarts", "--json"):
+            skip = True
+        elif not arg.startswith(("--restarts=", "--json=")):
+            argv.append(arg)
+    return [sys.executable, sys.argv[0], *argv, "--only", row, "--json", str(out)]
+
+
+def run_one(row: str, folder: Path, index: int) -> tuple[float, dict]:
+    """Time `row` in a fresh process: its steady seconds per epoch and its environment."""
+    out = folder / f"{index}.json"
+    done = subprocess.run(child_argv(row, out), capture_output=True, text=True)
+    if done.returncode != 0:
+        raise SystemExit(f"{row} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
+    result = json.loads(out.read_text())
+    return statistics.median(result[row][1:]), result["environment"]
+
+
+def spread_table(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
+    """Per row: min, median, max, spread (max-min over median) and median speed-up on row 0."""
+    base = statistics.median(next(iter(times.values())))
+    table = {}
+    for row, seconds in times.items():
+        median = statistics.median(seconds)
+        table[row] = {
+            "min": min(seconds),
+            "median": median,
+            "max": max(seconds),
+            "spread": (max(seconds) - min(seconds)) / median,
+            "speedup": base / median,
+        }
+    return table
+
+
+def main(args, rows: list[str]) -> None:
+    """Run `args.restarts` rounds of `rows`, print a line per process, then the spreads."""
+    if "," in args.models or args.models == "all":
+        raise SystemExit("--restarts times one model: give --models NAME")
+    print(f"{cpu_description()}; {args.restarts} rounds of {', '.join(rows)}", flush=True)
+    times: dict[str, list[float]] = {row: [] for row in rows}
+    runs = []
+    with tempfile.TemporaryDirectory() as folder:
+        for round_ in range(args.restarts):
+            for row in rows if round_ % 2 == 0 else rows[::-1]:
+                started = time.perf_counter()
+                steady, env = run_one(row, Path(folder), len(runs))
+                times[row].append(steady)
+                runs.append({"row": row, "steady_s_per_epoch": steady, **env})
+                print(
+                    f"  round {round_ + 1}: {row:<24} {steady:.4f} s/epoch "
+                    f"(load {env['load_1min']:.2f}, {time.perf_counter() - started:.0f} s)",
+                    flush=True,
+                )
+    table = spread_table(times)
+    print(f"\n{args.models}, steady s/epoch across {args.restarts} processes each:")
+    print(f"  {'implementation':<24} {'min':>7} {'median':>7} {'max':>7} {'spread':>7} {'vs book':>8}")
+    for row, r in table.items():
+        print(
+            f"  {row:<24} {r['min']:>7.3f} {r['median']:>7.3f} {r['max']:>7.3f} "
+            f"{r['spread']:>6.0%} {r['speedup']:>7.2f}x"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"cpu": cpu_description(), "table": table, "runs": runs}, f, indent=2)
