@@ -88,6 +88,15 @@ def spread_table(times: dict[str, list[float]]) -> dict[str, dict[str, float]]:
     return table
 
 
+def paired_speedups(times: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Per row, round by round: the first row's seconds over this row's, measured a minute
+    apart (a slow spell of the machine that lasts a round would cancel out)."""
+    base = next(iter(times.values()))
+    return {
+        row: [b / s for b, s in zip(base, seconds, strict=True)] for row, seconds in list(times.items())[1:]
+    }
+
+
 def main(args, rows: list[str]) -> None:
     """Run `args.restarts` rounds of `rows`, print a line per process, then the spreads."""
     if "," in args.models or args.models == "all":
@@ -115,6 +124,10 @@ def main(args, rows: list[str]) -> None:
             f"  {row:<24} {r['min']:>7.3f} {r['median']:>7.3f} {r['max']:>7.3f} "
             f"{r['spread']:>6.0%} {r['speedup']:>7.2f}x"
         )
+    paired = paired_speedups(times)
+    print(f"  speed-up over the {rows[0]} within each round (min, median, max):")
+    for row, ratios in paired.items():
+        print(f"  {row:<24} {min(ratios):.2f}x {statistics.median(ratios):.2f}x {max(ratios):.2f}x")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"cpu": cpu_description(), "table": table, "runs": runs}, f, indent=2)
+            json.dump({"cpu": cpu_description(), "table": table, "paired": paired, "runs": runs}, f, indent=2)

@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -194,3 +195,22 @@ def test_a_sweep_chart_that_cannot_be_drawn_comes_after_the_results(image_folder
     assert len(json.loads(result.stdout)["table"]) == 2
     assert "ptm: error: cannot draw" in result.stderr and "No space left" in result.stderr
     assert "results" in json.loads((tmp_path / "s" / "sweep.json").read_text())
+
+
+def test_empty_compiled_kernels_are_dropped_from_the_cache(tmp_path, monkeypatch):
+    """A 0-byte kernel (a build cut short) made every compiled step fall back to eager."""
+    from ptm_func.training import tuning
+
+    folder = tmp_path / "cache" / "inductor" / "ab"
+    folder.mkdir(parents=True)
+    empty_old, empty_new, whole = folder / "c1.main.so", folder / "c2.main.so", folder / "c3.main.so"
+    empty_old.write_bytes(b"")
+    empty_new.write_bytes(b"")  # maybe being written by another process right now
+    whole.write_bytes(b"\x7fELF...")
+    an_hour_ago = time.time() - 3600
+    os.utime(empty_old, (an_hour_ago, an_hour_ago))
+    os.utime(whole, (an_hour_ago, an_hour_ago))
+    monkeypatch.setenv("PTM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    assert tuning.use_compile_cache() == tmp_path / "cache" / "inductor"
+    assert not empty_old.exists() and empty_new.exists() and whole.exists()

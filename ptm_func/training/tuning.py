@@ -16,6 +16,26 @@ same functions. Measured on a 2-core AVX-512 CPU with `benchmarks/train_speed.py
   step is paid once per machine, not once per reboot.
 - inductor's decomposed tanh, 2 / (1 + exp(-2x)) - 1, instead of Sleef's tanh: 3x less
   time in the fused tanh/max-pool kernel; absolute error ~1e-7 (a few ulp near +-1).
+- max-pool as four selects when a CPU step is compiled (layers.max_pool2; bitwise
+  max_pool2d's values and gradients): inductor had turned max_pool2d's backward into a
+  4 MB zero-filled buffer, a scatter through int64 indices saved in the forward, and a kernel
+  reading it back, 1.5 of 6.2 ms of Net's step with AVX2 kernels. The selects fuse with tanh
+  and its backward: 4.2-4.4 ms a step, the book's loop 10.5 (2026-12-05).
+- inductor's C++ kernels in 256-bit vectors on AVX-512 CPUs (CPU_SIMD_BITS): with 512-bit
+  ones torch 2.14.1 wrote past a buffer (glibc aborted: "malloc(): unaligned fastbin chunk
+  detected"). Convolutions and matmuls (oneDNN, MKL) keep AVX-512; floats then sum in
+  another order than with 512-bit kernels (results within float rounding, not bitwise).
+
+Why the compiled step's speed swings between runs (issue 32, 2026-12-05; the tables are in
+docs/measurements.md). `benchmarks/train_speed.py --restarts 10` takes turns between the
+book's loop and the step, ten fresh processes each. With AVX-512 kernels the step spread less
+than the book's loop (28% of its median against 37%); with AVX2 kernels more (24-60% against
+18-31%, three rounds). Inside one process, epochs of the same compiled graph vary by up to 30%
+and their CPU time rises with them, with no other process in the VM, no steal time, no page
+faults or system time, the same two threads on two CPUs, one thread as much as two, and as
+much spread with ASLR off: the same instructions ran slower, i.e. the host's other tenants.
+Not ruled out: with AVX2 kernels compiled processes fell into a fast and a slow group, as if
+where the step's reused buffers lie (4 KiB aliasing) set a process's speed at its start.
 """
 
 from __future__ import annotations
@@ -24,6 +44,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -54,14 +75,39 @@ def use_compile_cache() -> Path | None:
     """
     current = os.environ.get(INDUCTOR_CACHE_ENV)
     if current is not None and current != _inductor_default():
-        return Path(current)  # the user's TORCHINDUCTOR_CACHE_DIR
+        drop_empty_kernels(Path(current))  # the user's TORCHINDUCTOR_CACHE_DIR
+        return Path(current)
     try:
         path = user_cache_dir() / "inductor"
         path.mkdir(parents=True, exist_ok=True)
     except (OSError, RuntimeError):  # RuntimeError: no home folder to expand ~ in
         return None
+    drop_empty_kernels(path)
     os.environ[INDUCTOR_CACHE_ENV] = str(path)
     return path
+
+
+EMPTY_KERNEL_AGE_S = 600  # older than any one kernel's build: not one being written now
+
+
+def drop_empty_kernels(cache: Path) -> list[Path]:
+    """Delete the empty compiled kernels (`*.so` of 0 bytes) in inductor's cache folder; which.
+
+    A build cut short (a process killed, two processes racing) can leave one; inductor would
+    load it, fail, and every step that needs it would run eagerly until it was deleted. Only
+    files untouched for EMPTY_KERNEL_AGE_S go: another process may be writing a new one.
+    """
+    dropped: list[Path] = []
+    too_new = time.time() - EMPTY_KERNEL_AGE_S
+    try:
+        for kernel in cache.glob("*/*.so"):
+            info = kernel.stat()
+            if info.st_size == 0 and info.st_mtime < too_new:
+                kernel.unlink(missing_ok=True)
+                dropped.append(kernel)
+    except OSError:  # an unreadable cache: inductor will say so itself
+        pass
+    return dropped
 
 
 def _inductor_default() -> str | None:
