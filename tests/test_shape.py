@@ -214,3 +214,13 @@ def test_empty_compiled_kernels_are_dropped_from_the_cache(tmp_path, monkeypatch
     monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
     assert tuning.use_compile_cache() == tmp_path / "cache" / "inductor"
     assert not empty_old.exists() and empty_new.exists() and whole.exists()
+
+
+def test_an_empty_inductor_cache_variable_counts_as_unset(tmp_path, monkeypatch):
+    """TORCHINDUCTOR_CACHE_DIR= (empty) had sent inductor's files into the working folder."""
+    from ptm_func.training import tuning
+
+    monkeypatch.setenv("PTM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "")
+    assert tuning.use_compile_cache() == tmp_path / "cache" / "inductor"
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(tmp_path / "cache" / "inductor")

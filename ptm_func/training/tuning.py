@@ -73,8 +73,8 @@ def use_compile_cache() -> Path | None:
 
     None (inductor keeps its default) when that folder cannot be made.
     """
-    current = os.environ.get(INDUCTOR_CACHE_ENV)
-    if current is not None and current != _inductor_default():
+    current = os.environ.get(INDUCTOR_CACHE_ENV)  # set but empty: unset (inductor would use ".")
+    if current and current != _inductor_default():
         drop_empty_kernels(Path(current))  # the user's TORCHINDUCTOR_CACHE_DIR
         return Path(current)
     try:
