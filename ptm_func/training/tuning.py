@@ -34,8 +34,10 @@ than the book's loop (28% of its median against 37%); with AVX2 kernels more (24
 and their CPU time rises with them, with no other process in the VM, no steal time, no page
 faults or system time, the same two threads on two CPUs, one thread as much as two, and as
 much spread with ASLR off: the same instructions ran slower, i.e. the host's other tenants.
-Not ruled out: with AVX2 kernels compiled processes fell into a fast and a slow group, as if
-where the step's reused buffers lie (4 KiB aliasing) set a process's speed at its start.
+With AVX2 kernels each compiled process holds its own level (within a few per cent) and the
+levels differ up to 2x; pinning OpenMP's threads and shifting the heap (ASLR off) did not
+change that, so the lead left is what the VM cannot see: where a process's memory or vCPUs sit
+on the host.
 """
 
 from __future__ import annotations
