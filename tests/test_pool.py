@@ -30,20 +30,24 @@ def hard_inputs(layout):
     return x.contiguous(memory_format=layout)
 
 
+@pytest.mark.parametrize("size", [(12, 10), (11, 9), (3, 2)], ids=["even", "odd", "small"])
 @pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["nhwc", "nchw"])
-def test_compiled_max_pool2_is_max_pool2d_bitwise(layout):
-    x = hard_inputs(layout)
-    grad_out = torch.randn(4, 8, 6, 5, generator=torch.Generator().manual_seed(6))
+def test_compiled_max_pool2_is_max_pool2d_bitwise(layout, size):
+    x = hard_inputs(layout)[..., : size[0], : size[1]]  # odd: max_pool2d drops the last row, column
+    grad_out = torch.randn(4, 8, size[0] // 2, size[1] // 2, generator=torch.Generator().manual_seed(6))
     want_out, want_grad = pool_and_gradient(lambda t: F.max_pool2d(t, 2), x, grad_out)
     compiled = torch.compile(lambda t, g: pool_and_gradient(max_pool2, t, g), dynamic=False)
     out, grad = compiled(x, grad_out)
     torch.testing.assert_close(out, want_out, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(grad, want_grad, rtol=0, atol=0, equal_nan=True)
-    assert out.isnan().sum() == 2 and (grad != 0).sum() == want_grad.ne(0).sum()
+    assert out.isnan().sum() == want_out.isnan().sum() and (grad != 0).sum() == want_grad.ne(0).sum()
+    if size == (12, 10):
+        assert out.isnan().sum() == 2  # the NaN windows are in the test
 
 
-def test_eager_and_odd_sizes_run_max_pool2d_itself():
-    x = torch.randn(2, 3, 7, 9)  # odd: floor, as max_pool2d does
+def test_eager_runs_max_pool2d_and_below_2x2_its_error():
+    x = torch.randn(2, 3, 7, 9)
     torch.testing.assert_close(max_pool2(x), F.max_pool2d(x, 2), rtol=0, atol=0)
     compiled = torch.compile(max_pool2, dynamic=False)
-    torch.testing.assert_close(compiled(x), F.max_pool2d(x, 2), rtol=0, atol=0)
+    with pytest.raises(Exception, match="too small"):
+        compiled(torch.randn(2, 3, 1, 4))

@@ -76,10 +76,13 @@ def max_pool2(x: Tensor) -> Tensor:
     (`val > best or isnan(val)`), and each `where` below passes the gradient to the element it
     kept, as the kernel's saved index does. Inductor fuses the selects with the activation
     and its backward, where max_pool2d's backward there is a scatter through int64 indices
-    (zero-filled, then added to): 1.5 of 6.2 ms of Net's step on an AVX2 CPU.
+    (zero-filled, then added to): 1.5 of 6.2 ms of Net's step on an AVX2 CPU. An odd last row
+    or column is dropped, as max_pool2d's floor does, so every size takes the selects (torch
+    2.14.1's compiled max_pool2d backward fails in Net's step with AVX2 kernels).
     """
-    if not (torch.compiler.is_compiling() and x.device.type == "cpu") or x.shape[-1] % 2 or x.shape[-2] % 2:
-        return F.max_pool2d(x, 2)
+    if not (torch.compiler.is_compiling() and x.device.type == "cpu") or min(x.shape[-2:]) < 2:
+        return F.max_pool2d(x, 2)  # and below 2x2, max_pool2d's own error
+    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
     best = x[..., 0::2, 0::2]
     for row, col in ((0, 1), (1, 0), (1, 1)):
         val = x[..., row::2, col::2]
