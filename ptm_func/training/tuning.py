@@ -34,10 +34,22 @@ than the book's loop (28% of its median against 37%); with AVX2 kernels more (24
 and their CPU time rises with them, with no other process in the VM, no steal time, no page
 faults or system time, the same two threads on two CPUs, one thread as much as two, and as
 much spread with ASLR off: the same instructions ran slower, i.e. the host's other tenants.
-With AVX2 kernels each compiled process holds its own level (within a few per cent) and the
-levels differ up to 2x; pinning OpenMP's threads and shifting the heap (ASLR off) did not
-change that, so the lead left is what the VM cannot see: where a process's memory or vCPUs sit
-on the host.
+A process's level is the host's state, not the process's: in one 40-epoch process the
+compiled epochs ran 1.05-1.23 s, then 0.65-0.75 for eleven epochs, then 1.05-1.23 again
+(AVX2 kernels). Short processes (a few seconds of timed epochs) each catch one spell, which
+looked like a level per process. In a slow spell every kernel takes longer (convolution
+backward 1.74 -> 2.12 ms a step), single-threaded work too (dynamo's guard check 0.16 -> 0.27
+ms), the fused pool/tanh backward most (0.50 -> 1.72 ms; it reads each 2x2 window four
+times), while an FMA loop runs at the same rate on both vCPUs in every state, alone or both at
+once: the compute is the same, the memory side is not. The swing is about the same number of
+seconds an epoch for the book's loop and the compiled step (0.41 and 0.38 s across ten
+processes each), so the step, at half the book's time, spreads twice as much of its median.
+Where the host puts the two vCPUs is one state that shows from inside (a cache line's round
+trip from CPU 0 to CPU 1, benchmarks/vcpu_roundtrip.c: 50-80 or 330-370 ns, changing every few
+seconds to a minute), but it does not set the speed alone: the fastest compiled process of
+ten ran with 350 ns before and after. Nothing inside the VM chooses the state; another
+runnable thread on the two vCPUs is far worse (a probe awake under 1% of the time made
+compiled epochs 3-6x slower: OpenMP's threads meet at a barrier after every kernel).
 """
 
 from __future__ import annotations
