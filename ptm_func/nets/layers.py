@@ -82,7 +82,8 @@ def max_pool2(x: Tensor) -> Tensor:
     """
     if not (torch.compiler.is_compiling() and x.device.type == "cpu") or min(x.shape[-2:]) < 2:
         return F.max_pool2d(x, 2)  # and below 2x2, max_pool2d's own error
-    x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
+    if x.shape[-2] % 2 or x.shape[-1] % 2:
+        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
     best = x[..., 0::2, 0::2]
     for row, col in ((0, 1), (1, 0), (1, 1)):
         val = x[..., row::2, col::2]
