@@ -9,7 +9,8 @@ Around each process it also times a cache line's round trip between CPU 0 and CP
 (vcpu_roundtrip.c, built with the C compiler inductor uses). On a VM that shows where the host
 put the two vCPUs, which it changes every few seconds to minutes: on one core complex (tens of
 ns) or two (hundreds), and the compiled step is slower in the second state (tuning.py's notes).
-Processes with a near round trip both before and after get a spread of their own.
+Processes with a near round trip both before and after get a spread of their own. A process's
+own `ptm:` lines (a compiled step that failed and ran eager) are printed under its line.
 """
 
 from __future__ import annotations
@@ -100,7 +101,9 @@ def run_one(row: str, folder: Path, index: int, probe: Path | None) -> tuple[flo
     if done.returncode != 0:
         raise SystemExit(f"{row} failed (exit {done.returncode}):\n{done.stderr[-2000:]}")
     result = json.loads(out.read_text())
-    environment = result["environment"] | {"roundtrip_ns": [before, roundtrip_ns(probe)]}
+    # ptm's own lines, e.g. a compiled step that failed and ran eager: a row is not what it says
+    notes = [line for line in done.stderr.splitlines() if line.startswith("ptm:")]
+    environment = result["environment"] | {"roundtrip_ns": [before, roundtrip_ns(probe)], "notes": notes}
     return statistics.median(result[row][1:]), environment
 
 
@@ -176,6 +179,8 @@ def run_rounds(args, rows: list[str]) -> list[dict]:
                     f"{time.perf_counter() - started:.0f} s)",
                     flush=True,
                 )
+                for note in env["notes"]:
+                    print(f"    {note}", flush=True)
     return runs
 
 

@@ -41,3 +41,18 @@ def test_the_round_trip_probe_builds_and_measures(tmp_path, monkeypatch):
     assert ns is not None and 1 < ns < 1e6
     monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
     assert restarts.build_roundtrip(tmp_path / "x") is None and restarts.roundtrip_ns(None) is None
+
+
+def test_a_process_s_own_ptm_lines_come_back_with_its_time(tmp_path, monkeypatch):
+    """A compiled step that fell back to eager says so on stderr: the row must not hide it."""
+    fallback = "ptm: the compiled (default) step failed (RuntimeError: x); using the eager step"
+    result = {"compiled": [9.0, 1.0, 3.0, 2.0], "environment": {"load_1min": 0.5}}
+    child = (
+        f"import json, sys; json.dump({result!r}, open(sys.argv[1], 'w')); "
+        f"print({fallback!r}, file=sys.stderr); print('a warning', file=sys.stderr)"
+    )
+    monkeypatch.setattr(restarts, "child_argv", lambda row, out: [sys.executable, "-c", child, str(out)])
+    steady, env = restarts.run_one("compiled", tmp_path, 0, None)
+    assert steady == 2.0  # the median after the first epoch
+    assert env["notes"] == [fallback]
+    assert env["roundtrip_ns"] == [None, None] and env["load_1min"] == 0.5
