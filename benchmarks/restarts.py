@@ -8,7 +8,7 @@ per process as it ends, then each row's spread across processes and the ratio of
 Around each process it also times a cache line's round trip between CPU 0 and CPU 1
 (vcpu_roundtrip.c, built with the C compiler inductor uses). On a VM that shows where the host
 put the two vCPUs, which it changes every few seconds to minutes: on one core complex (tens of
-ns) or two (hundreds), and the compiled step is slower in the second state (tuning.py's notes).
+ns) or two (hundreds); the compiled step is often, not always, slower in the second (tuning.py).
 Processes with a near round trip both before and after get a spread of their own. A process's
 own `ptm:` lines (a compiled step that failed and ran eager) are printed under its line.
 """
@@ -88,7 +88,10 @@ def roundtrip_ns(program: Path | None) -> float | None:
     """CPU 0 to CPU 1 and back, in ns (median of 9 runs of 20000 trips); None without the probe."""
     if program is None:
         return None
-    done = subprocess.run([str(program)], capture_output=True, text=True)
+    try:  # two spinning threads on one CPU's worth of quota would take minutes: give up
+        done = subprocess.run([str(program)], capture_output=True, text=True, timeout=10)
+    except subprocess.TimeoutExpired:
+        return None
     return float(done.stdout) if done.returncode == 0 else None
 
 
