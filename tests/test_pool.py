@@ -1,11 +1,14 @@
 """layers.max_pool2 as a compiled CPU step traces it, against F.max_pool2d (the oracle): the
-same values and the same gradients, bit for bit, ties and NaN included."""
+same values and the same gradients, bit for bit, ties and NaN included; and a module of one's
+own, whose plain 2x2 pools a compiled CPU step routes to it."""
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from ptm_func.nets.layers import max_pool2
+from ptm_func.nets.layers import is_plain_2x2_pool, max_pool2
+from ptm_func.nets.user import model_from_module
 
 
 def pool_and_gradient(pool, x, grad_out):
@@ -51,3 +54,70 @@ def test_eager_runs_max_pool2d_and_below_2x2_its_error():
     compiled = torch.compile(max_pool2, dynamic=False)
     with pytest.raises(Exception, match="too small"):
         compiled(torch.randn(2, 3, 1, 4))
+
+
+class PoolNet(nn.Module):
+    """Every way a module of one's own pools: F.max_pool2d, nn.MaxPool2d, tuples, torch.max_pool2d,
+    and a 3x3."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(4 * 4 * 4, 2)
+
+    def forward(self, x):
+        x = F.max_pool2d(torch.tanh(self.conv(x)), 2)  # 32 -> 16
+        x = self.pool(x)  # 16 -> 8
+        x = F.max_pool2d(x, 3, stride=1, padding=1)  # not a plain 2x2: max_pool2d itself
+        x = F.max_pool2d(x, kernel_size=(2, 2), stride=[2, 2])  # 8 -> 4
+        x = torch.max_pool2d(x.repeat(1, 1, 2, 2), 2)  # 8 -> 4, as the book's own code writes it
+        return self.fc(x.flatten(1))
+
+
+def graph_calls(gm: torch.fx.GraphModule) -> list:
+    """The functions a dynamo graph calls, its nested graphs (torch.func.grad's body) included."""
+    return [n.target for m in gm.modules() if isinstance(m, torch.fx.GraphModule) for n in m.graph.nodes]
+
+
+def test_a_user_module_s_2x2_pools_take_the_selects_when_a_cpu_step_compiles():
+    model = model_from_module(PoolNet, name="PoolNet")
+    params, state = model.init(torch.Generator().manual_seed(0))
+    x = hard_inputs(torch.channels_last).repeat(1, 1, 3, 4)[:, :3, :32, :32].nan_to_num(0.0, 0.0, -9.0)
+    x = x.contiguous(memory_format=torch.channels_last)  # NaN would make every gradient NaN
+
+    def loss(p, x):
+        return model.apply(p, state, x, train=True)[0].square().sum()
+
+    calls = []
+
+    def capture(gm, example_inputs):  # dynamo's graph, run as it is (no inductor rounding)
+        calls.extend(graph_calls(gm))
+        return gm.forward
+
+    got = torch.compile(torch.func.grad(loss), backend=capture, dynamic=False)(params, x)
+    want = torch.func.grad(loss)(params, x)  # eager: max_pool2d's own kernel every time
+    assert calls.count(F.max_pool2d) == 1  # the 3x3 one; the four 2x2 pools are selects
+    assert calls.count(torch.max_pool2d) == 0 and calls.count(torch.where) == 12
+    for name in want:
+        assert want[name].isfinite().all() and want[name].abs().sum() > 0
+        torch.testing.assert_close(got[name], want[name], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "args, kwargs, plain",
+    [
+        ((2,), {}, True),
+        ((), {"kernel_size": 2, "stride": None}, True),
+        (((2, 2), [2, 2], 0, 1, False, False), {}, True),
+        ((2, 1), {}, False),
+        ((2,), {"padding": 1}, False),
+        ((2,), {"ceil_mode": True}, False),
+        ((2,), {"return_indices": True}, False),
+        ((2,), {"dilation": 2}, False),
+        ((3,), {}, False),
+    ],
+)
+def test_only_plain_2x2_pools_are_rerouted(args, kwargs, plain):
+    assert is_plain_2x2_pool((torch.zeros(1, 2, 4, 4), *args), kwargs) is plain
+    assert not is_plain_2x2_pool((torch.zeros(4, 4), *args), kwargs)  # 2-D: max_pool2d's error

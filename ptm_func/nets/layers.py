@@ -7,14 +7,16 @@ the same order as the nn.Module constructors, so `init(seed)` equals the module 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterable
-from typing import cast
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from ptm_func.nets import rng
 
@@ -89,6 +91,59 @@ def max_pool2(x: Tensor) -> Tensor:
         val = x[..., row::2, col::2]
         best = torch.where((val > best) | (val != val), val, best)  # val != val: NaN, vectorised
     return best
+
+
+_POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+
+
+def _pair(value: Any) -> tuple[Any, ...]:
+    return tuple(cast(Iterable[Any], value)) if isinstance(value, (tuple, list)) else (value, value)
+
+
+def is_plain_2x2_pool(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Are F.max_pool2d's arguments a 2x2, stride-2 pool of a 3-D or 4-D tensor, nothing else?"""
+    given: dict[str, Any] = {**dict(zip(_POOL_ARGS, args, strict=False)), **kwargs}
+    x = given.get("input")
+    return (
+        isinstance(x, Tensor)
+        and x.dim() in (3, 4)
+        and _pair(given.get("kernel_size")) == (2, 2)
+        and _pair(given.get("stride") or 2) == (2, 2)  # None or []: the kernel's size
+        and _pair(given.get("padding", 0)) == (0, 0)
+        and _pair(given.get("dilation", 1)) == (1, 1)
+        and not given.get("ceil_mode", False)
+        and not given.get("return_indices", False)
+    )
+
+
+class PoolsAsSelects(TorchFunctionMode):
+    """Route a module's plain 2x2 max-pools (F.max_pool2d, torch.max_pool2d, nn.MaxPool2d) to
+    max_pool2.
+
+    Entered inside a compiled CPU step (dynamo traces the mode), so a model of one's own gets
+    the selects the book's models use: bitwise the same values and gradients, fused with the
+    activation; and torch 2.14.1's compiled max_pool2d backward, which fails with AVX2 kernels
+    on a Net-sized model, never runs. Other calls pass through unchanged.
+    """
+
+    def __torch_function__(
+        self,
+        func: Callable[..., Any],
+        types: Any,
+        args: tuple[Any, ...] = (),
+        kwargs: dict[str, Any] | None = None,
+    ) -> Any:
+        kwargs = kwargs or {}
+        if (func is F.max_pool2d or func is torch.max_pool2d) and is_plain_2x2_pool(args, kwargs):
+            return max_pool2(args[0] if args else kwargs["input"])
+        return func(*args, **kwargs)
+
+
+def pools_as_selects(x: Tensor) -> contextlib.AbstractContextManager[Any]:
+    """PoolsAsSelects while a CPU step is being compiled; else nothing (no cost in eager)."""
+    if torch.compiler.is_compiling() and x.device.type == "cpu":
+        return PoolsAsSelects()
+    return contextlib.nullcontext()
 
 
 def linear(params: Params, prefix: str, x: Tensor) -> Tensor:

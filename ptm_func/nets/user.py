@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from ptm_func.errors import ModelConfigError
 from ptm_func.nets import rng
-from ptm_func.nets.layers import Params, State
+from ptm_func.nets.layers import Params, State, pools_as_selects
 from ptm_func.nets.models import retie
 from ptm_func.nets.registry import Model, ModelSpec
 
@@ -174,7 +174,7 @@ def model_from_module(
         # the i-th dropout's key goes in as its buffer: functional_call, no side effect to trace
         keys = {f"{n}.{KEY_BUFFER}": _layer_key(key, i, x) for i, n in enumerate(dropouts)}
         given = {k: v for k, v in {**params, **new_state}.items() if k not in aliases}  # tied: once
-        with _mode(template, train, dropout=key is not None):
+        with _mode(template, train, dropout=key is not None), pools_as_selects(x):
             out = functional_call(template, {**given, **keys}, (x,), strict=True)
         return out, new_state
 

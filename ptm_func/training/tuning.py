@@ -20,7 +20,9 @@ same functions. Measured on a 2-core AVX-512 CPU with `benchmarks/train_speed.py
   max_pool2d's values and gradients): inductor had turned max_pool2d's backward into a
   4 MB zero-filled buffer, a scatter through int64 indices saved in the forward, and a kernel
   reading it back, 1.5 of 6.2 ms of Net's step with AVX2 kernels. The selects fuse with tanh
-  and its backward: 4.2-4.4 ms a step, the book's loop 10.5 (2026-12-05).
+  and its backward: 4.2-4.4 ms a step, the book's loop 10.5 (2026-12-05). A module of one's own
+  gets them too (layers.PoolsAsSelects): with AVX2 kernels its compiled max_pool2d backward
+  failed and it trained eagerly (MyNet with 16 channels: 1.56 s an epoch against 1.01).
 - inductor's C++ kernels in 256-bit vectors on AVX-512 CPUs (CPU_SIMD_BITS): with 512-bit
   ones torch 2.14.1 wrote past a buffer (glibc aborted: "malloc(): unaligned fastbin chunk
   detected"). Convolutions and matmuls (oneDNN, MKL) keep AVX-512; floats then sum in
