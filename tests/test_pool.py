@@ -110,14 +110,50 @@ def test_a_user_module_s_2x2_pools_take_the_selects_when_a_cpu_step_compiles():
         ((2,), {}, True),
         ((), {"kernel_size": 2, "stride": None}, True),
         (((2, 2), [2, 2], 0, 1, False, False), {}, True),
+        ((torch.Size([2, 2]), []), {}, True),
         ((2, 1), {}, False),
         ((2,), {"padding": 1}, False),
         ((2,), {"ceil_mode": True}, False),
         ((2,), {"return_indices": True}, False),
         ((2,), {"dilation": 2}, False),
         ((3,), {}, False),
+        # eager refuses these: max_pool2d must run and say so
+        ((2,), {"stride": 0}, False),
+        ((2.0,), {}, False),
+        (((2.0, 2.0),), {}, False),
+        ((2,), {"stride": 2.0}, False),
+        ((2,), {"padding": False}, False),
+        ((2,), {"dilation": True}, False),
+        ((2,), {"ceil_mode": None}, False),
+        ((2,), {"ceil_mode": 0}, False),
+        ((2,), {"foo": 1}, False),
+        ((torch.tensor(2),), {}, False),
+        ((2, 2, 0, 1, False, False, None), {}, False),  # one argument too many
     ],
 )
 def test_only_plain_2x2_pools_are_rerouted(args, kwargs, plain):
     assert is_plain_2x2_pool((torch.zeros(1, 2, 4, 4), *args), kwargs) is plain
     assert not is_plain_2x2_pool((torch.zeros(4, 4), *args), kwargs)  # 2-D: max_pool2d's error
+
+
+@pytest.mark.parametrize(
+    "x",
+    [
+        torch.zeros(1, 2, 4, 4, dtype=torch.bool),  # max_pool2d: not implemented for Bool
+        torch.zeros(1, 2, 4, 4, dtype=torch.int64),
+        torch.zeros(1, 2, 4, 4, dtype=torch.bfloat16),  # its kernel rewrites NaN's bits
+        torch.zeros(1, 0, 4, 4),  # no channels: max_pool2d's error
+        torch.zeros(1, 2, 4, 6).transpose(-1, -2),  # eager returns it contiguous, selects would not
+    ],
+    ids=["bool", "int", "bfloat16", "no-channels", "transposed"],
+)
+def test_inputs_whose_pool_is_not_the_selects_keep_max_pool2d(x):
+    assert not is_plain_2x2_pool((x, 2), {})
+    assert is_plain_2x2_pool((torch.zeros(2, 4, 4), 2), {})  # unbatched is fine
+    assert is_plain_2x2_pool((torch.zeros(1, 2, 4, 4).contiguous(memory_format=torch.channels_last), 2), {})
+
+
+def test_torch_max_pool2d_takes_no_return_indices():
+    x = torch.zeros(1, 2, 4, 4)
+    assert is_plain_2x2_pool((x, 2), {"return_indices": False}, names=7)
+    assert not is_plain_2x2_pool((x, 2), {"return_indices": False}, names=6)  # torch's TypeError

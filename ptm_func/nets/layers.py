@@ -94,25 +94,39 @@ def max_pool2(x: Tensor) -> Tensor:
 
 
 _POOL_ARGS = ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode", "return_indices")
+# dtypes whose selects keep every bit max_pool2d gives (bfloat16's kernel rewrites NaN's bits)
+_SELECT_DTYPES = (torch.float32, torch.float64, torch.float16)
 
 
-def _pair(value: Any) -> tuple[Any, ...]:
-    return tuple(cast(Iterable[Any], value)) if isinstance(value, (tuple, list)) else (value, value)
+def _is_ints(value: Any, want: int) -> bool:
+    """Is `value` the int `want`, or a pair of them (no floats, bools or tensors: eager's errors)?"""
+    if isinstance(value, (tuple, list)):
+        items = list(cast(Iterable[Any], value))
+        return len(items) == 2 and all(type(v) is int and v == want for v in items)
+    return type(value) is int and value == want
 
 
-def is_plain_2x2_pool(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Are F.max_pool2d's arguments a 2x2, stride-2 pool of a 3-D or 4-D tensor, nothing else?"""
-    given: dict[str, Any] = {**dict(zip(_POOL_ARGS, args, strict=False)), **kwargs}
-    x = given.get("input")
+def is_plain_2x2_pool(args: tuple[Any, ...], kwargs: dict[str, Any], *, names: int = 7) -> bool:
+    """Are max_pool2d's arguments (its first `names` parameters) a 2x2, stride-2 pool, with no
+    padding, dilation or ceil mode, of a contiguous or channels-last float tensor that eager
+    pools without an error? Anything else keeps max_pool2d, and its errors."""
+    known = _POOL_ARGS[:names]
+    if len(args) > len(known) or any(name not in known for name in kwargs):
+        return False
+    given: dict[str, Any] = {**dict(zip(known, args, strict=False)), **kwargs}
+    x, stride = given.get("input"), given.get("stride")
     return (
         isinstance(x, Tensor)
         and x.dim() in (3, 4)
-        and _pair(given.get("kernel_size")) == (2, 2)
-        and _pair(given.get("stride") or 2) == (2, 2)  # None or []: the kernel's size
-        and _pair(given.get("padding", 0)) == (0, 0)
-        and _pair(given.get("dilation", 1)) == (1, 1)
-        and not given.get("ceil_mode", False)
-        and not given.get("return_indices", False)
+        and x.dtype in _SELECT_DTYPES
+        and x.shape[-3] > 0  # no channels: max_pool2d's error
+        and (x.is_contiguous() or (x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last)))
+        and _is_ints(given.get("kernel_size"), 2)
+        and (stride is None or (isinstance(stride, (tuple, list)) and not stride) or _is_ints(stride, 2))
+        and _is_ints(given.get("padding", 0), 0)
+        and _is_ints(given.get("dilation", 1), 1)
+        and given.get("ceil_mode", False) is False
+        and given.get("return_indices", False) is False
     )
 
 
@@ -123,7 +137,7 @@ class PoolsAsSelects(TorchFunctionMode):
     Entered inside a compiled CPU step (dynamo traces the mode), so a model of one's own gets
     the selects the book's models use: bitwise the same values and gradients, fused with the
     activation; and torch 2.14.1's compiled max_pool2d backward, which fails with AVX2 kernels
-    on a Net-sized model, never runs. Other calls pass through unchanged.
+    on a Net-sized model, never runs. Other calls pass through unchanged (is_plain_2x2_pool).
     """
 
     def __torch_function__(
@@ -134,7 +148,8 @@ class PoolsAsSelects(TorchFunctionMode):
         kwargs: dict[str, Any] | None = None,
     ) -> Any:
         kwargs = kwargs or {}
-        if (func is F.max_pool2d or func is torch.max_pool2d) and is_plain_2x2_pool(args, kwargs):
+        names = 7 if func is F.max_pool2d else 6 if func is torch.max_pool2d else 0
+        if names and is_plain_2x2_pool(args, kwargs, names=names):
             return max_pool2(args[0] if args else kwargs["input"])
         return func(*args, **kwargs)
 
