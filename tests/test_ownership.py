@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 from pathlib import Path
 
 import pytest
@@ -14,7 +15,7 @@ from typer.testing import CliRunner
 import ptm_func
 from cli.main import app
 from ptm_func.errors import CheckpointError, OutputInUse
-from ptm_func.files.ownership import lock_path, owned
+from ptm_func.files.ownership import holder, lock_path, owned
 from ptm_func.files.records import read_metrics
 
 TINY = {"classes": ["airplane", "bird"], "device": "cpu", "epochs": 1, "batch_size": 16, "compile": False}
@@ -256,3 +257,18 @@ def test_lock_corner_cases_of_the_second_attack(image_folder, tmp_path, monkeypa
     (folder / ".sweep.json.tmp4242").write_text("{")
     (folder / "sweep.lock").write_text("")
     assert not holds_files(folder)
+
+
+def test_a_holder_that_has_not_written_its_note_yet_is_waited_for(tmp_path):
+    """The loser of a race can read the lock file between the winner's lock and its note."""
+    lock = tmp_path / "net.lock"
+    lock.write_text("")
+    note = '{"pid": 4242, "host": "box", "command": "ptm train net", "since": 0}\n'
+    later = threading.Timer(0.2, lambda: lock.write_text(note))
+    later.start()
+    try:
+        assert holder(lock).startswith("pid 4242 on box (ptm train net), since ")
+    finally:
+        later.join()
+    lock.write_text("")
+    assert holder(lock, wait=0.1) == "another process"  # a holder that could not write its note

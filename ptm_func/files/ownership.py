@@ -40,14 +40,22 @@ def lock_path(output: Path) -> Path:
     return output / SWEEP_LOCK
 
 
-def holder(lock: Path) -> str:
-    """Who holds `lock`, as its holder wrote it: `pid 4242 on HOST (ptm train net), since 10:31:05`."""
-    try:
-        facts = json.loads(lock.read_text(encoding="utf-8"))
-        since = time.strftime("%H:%M:%S", time.localtime(float(facts["since"])))
-        return f"pid {int(facts['pid'])} on {facts['host']} ({facts['command']}), since {since}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "another process"
+def holder(lock: Path, wait: float = 1.0) -> str:
+    """Who holds `lock`, as its holder wrote it: `pid 4242 on HOST (ptm train net), since 10:31:05`.
+
+    A holder writes this just after it takes the lock, so a process that lost the race by a
+    moment may find the file empty: it looks again for up to `wait` seconds.
+    """
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            facts = json.loads(lock.read_text(encoding="utf-8"))
+            since = time.strftime("%H:%M:%S", time.localtime(float(facts["since"])))
+            return f"pid {int(facts['pid'])} on {facts['host']} ({facts['command']}), since {since}"
+        except (OSError, ValueError, KeyError, TypeError):
+            if time.monotonic() >= deadline:
+                return "another process"
+            time.sleep(0.02)
 
 
 @contextlib.contextmanager
