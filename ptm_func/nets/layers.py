@@ -137,7 +137,8 @@ class PoolsAsSelects(TorchFunctionMode):
     Entered inside a compiled CPU step (dynamo traces the mode), so a model of one's own gets
     the selects the book's models use: bitwise the same values and gradients, fused with the
     activation; and torch 2.14.1's compiled max_pool2d backward, which fails with AVX2 kernels
-    on a Net-sized model, never runs. Other calls pass through unchanged (is_plain_2x2_pool).
+    on a Net-sized model, does not run for them. Other calls pass through unchanged
+    (is_plain_2x2_pool), as do pools of inputs dynamo sees in another layout (under vmap).
     """
 
     def __torch_function__(
