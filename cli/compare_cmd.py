@@ -78,22 +78,14 @@ def compare(
     runs/compare-tuned, continued when run again)
     """
     if tuned:
-        from .compare_tuned import tuned_comparison
-
-        with friendly_errors():
-            tuned_comparison(
-                list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs, seeds=seeds,
-                epochs=epochs, data=data, device=device,
-                not_taken={"--classes": classes, "--seed": seed, "--resdeep-blocks": resdeep_blocks,
-                           "--book-quirks": book_quirks or None, "--augment": augment,
-                           "--model-arg": model_arg, "--track": track,
-                           "--chart": None if chart == Path("runs/compare.png") else chart,
-                           "--json-out": None if json_out == Path("runs/compare.json") else json_out},
-            )  # fmt: skip
-        return
+        not_taken = {"--classes": classes, "--seed": seed, "--resdeep-blocks": resdeep_blocks,
+                     "--book-quirks": book_quirks or None, "--augment": augment,
+                     "--model-arg": model_arg, "--track": track,
+                     "--chart": None if chart == Path("runs/compare.png") else chart,
+                     "--json-out": None if json_out == Path("runs/compare.json") else json_out}  # fmt: skip
+        return _compare_tuned(models, trials, tune_epochs, seeds, epochs, data, device, not_taken)
     with contextlib.ExitStack() as held, friendly_errors():
         from ptm_func.data.sources import load_dataset
-        from ptm_func.files.atomic import check_writable
         from ptm_func.files.ownership import owned
         from ptm_func.files.tracking import open_tracking
         from ptm_func.reports.compare import check_outputs, plan_comparison
@@ -104,13 +96,7 @@ def compare(
             parse_augment(augment), model_args(model_arg),
         )  # fmt: skip
         tracking = open_tracking(track, note)  # TensorBoard: runs/compare.tb/VARIANT beside the JSON
-        curves = chart.with_name(f"{chart.stem}-curves.png")
-        if chart.suffix != ".png":
-            raise UsageError(f"--chart must name a .png file, got {chart}")
-        for path in (json_out, chart, curves):
-            check_writable(path, 1 << 20)
-        if json_out.suffix != ".json":
-            raise UsageError(f"--json-out must name a .json file, got {json_out}")
+        curves = _checked_outputs(json_out, chart)
         # one comparison at a time writes this table and its events (runs/compare.lock)
         held.enter_context(owned(json_out, option="--json-out"))
         dev = resolve_device(device)
@@ -123,6 +109,31 @@ def compare(
         raise typer.Exit(130)
     if failed:
         raise typer.Exit(1)
+
+
+def _checked_outputs(json_out: Path, chart: Path) -> Path:
+    """Refuse output names of the wrong kind or places that cannot be written; the curves' path."""
+    from ptm_func.files.atomic import check_writable
+
+    curves = chart.with_name(f"{chart.stem}-curves.png")
+    if chart.suffix != ".png":
+        raise UsageError(f"--chart must name a .png file, got {chart}")
+    for path in (json_out, chart, curves):
+        check_writable(path, 1 << 20)
+    if json_out.suffix != ".json":
+        raise UsageError(f"--json-out must name a .json file, got {json_out}")
+    return curves
+
+
+def _compare_tuned(models, trials, tune_epochs, seeds, epochs, data, device, not_taken) -> None:
+    """`ptm compare --tuned`: tune each variant, then train seeds of its best (compare_tuned)."""
+    from .compare_tuned import tuned_comparison
+
+    with friendly_errors():
+        tuned_comparison(
+            list(models or TRAINABLE_NAMES), trials=trials, tune_epochs=tune_epochs, seeds=seeds,
+            epochs=epochs, data=data, device=device, not_taken=not_taken,
+        )  # fmt: skip
 
 
 def _train_all(plans, dataset, tracking, tracking_dir: Path) -> tuple[list, bool]:

@@ -138,19 +138,8 @@ def fit(
             return _finish(result, started, run.step, device)
         if _note_divergence(result, loss_sum, ts.epoch + 1, last_good):
             return _finish(result, started, run.step, device)
-        # the epoch's one host sync
-        losses = (loss_sum.double() / run.n_batches).tolist()
-        running = (correct.double() / len(data.train)).tolist()
-        seconds = time.perf_counter() - t0
-        steps_run = run.n_batches - ts.step_in_epoch
-        k = len(run.configs)
-        no_loss: float | list[float] = [0.0] * k if members else 0.0
-        none_correct: int | list[int] = [0] * k if members else 0
-        ts = TrainState(params, state, opt_state, ts.epoch + 1, 0, no_loss, none_correct)
-        result.train_state = ts
+        ts, stats = _close_epoch(run, ts, result, (params, state, opt_state), loss_sum, correct, t0)
         last_good = snapshot(ts)
-        stats = _epoch_stats(run, ts, result, losses, running, seconds, steps_run)
-        result.history.append(stats)
         if on_epoch is not None:
             on_epoch(stats, ts)
         if members and ts.epoch < run.lead.epochs and (stop_members or exploit):
@@ -167,6 +156,24 @@ def fit(
     _final_evaluation(model, result, data, run.base_keys)
     result.peak_memory_bytes = peak_memory(device)
     return _finish(result, started, run.step, device)
+
+
+def _close_epoch(run: _Epochs, ts: TrainState, result: TrainResult, trained, loss_sum, correct, t0: float):
+    """After a whole epoch from `ts`: the next epoch's TrainState (result.train_state) and the
+    epoch's stats (appended to result.history), through the epoch's one host sync."""
+    losses = (loss_sum.double() / run.n_batches).tolist()
+    running = (correct.double() / len(run.data.train)).tolist()
+    seconds = time.perf_counter() - t0
+    steps_run = run.n_batches - ts.step_in_epoch
+    k = len(run.configs)
+    no_loss: float | list[float] = [0.0] * k if run.members else 0.0
+    none_correct: int | list[int] = [0] * k if run.members else 0
+    params, state, opt_state = trained
+    ts = TrainState(params, state, opt_state, ts.epoch + 1, 0, no_loss, none_correct)
+    result.train_state = ts
+    stats = _epoch_stats(run, ts, result, losses, running, seconds, steps_run)
+    result.history.append(stats)
+    return ts, stats
 
 
 def _prepare(model, data, configs, members, world, on_step, stop_requested, batched=False) -> _Epochs:
