@@ -52,6 +52,10 @@ seconds to a minute), but it does not set the speed alone: the fastest compiled 
 ten ran with 350 ns before and after. Nothing inside the VM chooses the state; another
 runnable thread on the two vCPUs is far worse (a probe awake under 1% of the time made
 compiled epochs 3-6x slower: OpenMP's threads meet at a barrier after every kernel).
+Fewer passes over conv1's activation (the pool keeping which element it took instead of the
+4 MB tanh output) was tried and dropped: the backward gained 0.15 ms, the forward lost 0.4 to
+a second tanh, and as one graph inductor recomputes such an index from stored tanh outputs
+anyway (docs/measurements.md, "Fewer passes").
 """
 
 from __future__ import annotations
