@@ -9,6 +9,7 @@ from torch import nn
 
 from ptm_func.nets.layers import is_plain_2x2_pool, max_pool2
 from ptm_func.nets.user import model_from_module
+from ptm_func.training import tuning
 
 
 def pool_and_gradient(pool, x, grad_out):
@@ -39,7 +40,10 @@ def test_compiled_max_pool2_is_max_pool2d_bitwise(layout, size):
     x = hard_inputs(layout)[..., : size[0], : size[1]]  # odd: max_pool2d drops the last row, column
     grad_out = torch.randn(4, 8, size[0] // 2, size[1] // 2, generator=torch.Generator().manual_seed(6))
     want_out, want_grad = pool_and_gradient(lambda t: F.max_pool2d(t, 2), x, grad_out)
-    compiled = torch.compile(lambda t, g: pool_and_gradient(max_pool2, t, g), dynamic=False)
+    # inductor as ptm's compiled CPU steps run it (tuning.compile_options: 256-bit kernels on
+    # AVX-512 CPUs, where 512-bit ones overflow a buffer in torch 2.14.1)
+    options = tuning.compile_options(torch.device("cpu"), "default")
+    compiled = torch.compile(lambda t, g: pool_and_gradient(max_pool2, t, g), dynamic=False, options=options)
     out, grad = compiled(x, grad_out)
     torch.testing.assert_close(out, want_out, rtol=0, atol=0, equal_nan=True)
     torch.testing.assert_close(grad, want_grad, rtol=0, atol=0, equal_nan=True)

@@ -84,11 +84,13 @@ def max_pool2(x: Tensor) -> Tensor:
     """
     if not (torch.compiler.is_compiling() and x.device.type == "cpu") or min(x.shape[-2:]) < 2:
         return F.max_pool2d(x, 2)  # and below 2x2, max_pool2d's own error
-    if x.shape[-2] % 2 or x.shape[-1] % 2:
-        x = x[..., : x.shape[-2] // 2 * 2, : x.shape[-1] // 2 * 2]
-    best = x[..., 0::2, 0::2]
+    # an odd last row or column is dropped by each strided slice (bounded): cropping first, then
+    # slicing, made inductor leave the dropped row's gradient unwritten with AVX2 kernels
+    rows = x.shape[-2] // 2 * 2 if x.shape[-2] % 2 else None  # None: an even size's graph as before
+    cols = x.shape[-1] // 2 * 2 if x.shape[-1] % 2 else None
+    best = x[..., 0:rows:2, 0:cols:2]
     for row, col in ((0, 1), (1, 0), (1, 1)):
-        val = x[..., row::2, col::2]
+        val = x[..., row:rows:2, col:cols:2]
         best = torch.where((val > best) | (val != val), val, best)  # val != val: NaN, vectorised
     return best
 
