@@ -19,6 +19,7 @@ from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
 from ptm_func.nets import rng
+from ptm_func.nets.conv_grads import conv3x3_split_bias, split_bias_on
 
 Params = dict[str, Tensor]
 State = dict[str, Tensor]
@@ -66,8 +67,15 @@ def init_batch_norm(prefix: str, channels: int, *, weight: float = 1.0) -> tuple
 
 
 def conv(params: Params, prefix: str, x: Tensor) -> Tensor:
-    """Apply a 3x3, padding-1 convolution (the only kind chapter 8 uses)."""
-    return F.conv2d(x, params[f"{prefix}.weight"], params.get(f"{prefix}.bias"), padding=1)
+    """Apply a 3x3, padding-1 convolution (the only kind chapter 8 uses).
+
+    In ptm's compiled CPU steps one with a bias runs through conv_grads.ConvSplitBias: the same
+    forward, a backward that sums the bias gradient apart from oneDNN's (faster; the bias
+    gradient then rounds differently)."""
+    weight, bias = params[f"{prefix}.weight"], params.get(f"{prefix}.bias")
+    if bias is not None and x.device.type == "cpu" and torch.compiler.is_compiling() and split_bias_on():
+        return conv3x3_split_bias(weight, bias, x)
+    return F.conv2d(x, weight, bias, padding=1)
 
 
 def max_pool2(x: Tensor) -> Tensor:

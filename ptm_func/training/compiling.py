@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 
 from ptm_func.errors import SettingsError
+from ptm_func.nets import conv_grads
 from ptm_func.nets.registry import Model
 from ptm_func.training import tuning
 from ptm_func.training.config import TrainConfig
@@ -25,11 +26,16 @@ CPU_COMPILE_EPOCHS = 20
 # ...but not for the models whose spec says so (ModelSpec.eager_on_cpu: batchnorm, resdeep).
 
 
-def compile_step(step: Callable, device: torch.device, mode: str | None = None) -> FallbackStep:
+def compile_step(
+    step: Callable, device: torch.device, mode: str | None = None, *, split_bias: bool = True
+) -> FallbackStep:
     """torch.compile the whole step (outside the torch.func transforms), static shapes.
 
     Should compiling or capturing fail, the step falls back - reduce-overhead, the default
     mode, eager - with one line on stderr (fallback.py); its results stay the eager step's.
+    `split_bias`: where tuning.splits_conv_bias, convolutions sum their bias gradients apart
+    (nets/conv_grads.py); not for vmapped members, whose vmap dynamo cannot take through that
+    autograd.Function.
     """
     if mode is None and device.type == "cuda":
         mode = "reduce-overhead"
@@ -38,7 +44,19 @@ def compile_step(step: Callable, device: torch.device, mode: str | None = None) 
         quiet.setLevel(max(quiet.getEffectiveLevel(), logging.ERROR))
     modes = [mode or "default"] + ([] if mode in (None, "default") else ["default"])
     compiled = [(f"compiled ({m})", compile_once(step, device, m)) for m in modes]
+    if split_bias and tuning.splits_conv_bias(device):
+        compiled = [(name, splitting_bias(c)) for name, c in compiled]
     return FallbackStep([*compiled, ("eager", step)])
+
+
+def splitting_bias(compiled: Callable) -> Callable:
+    """`compiled`, traced and run with conv_grads' split bias gradient on (dynamo guards on it)."""
+
+    def split_step(*args):
+        with conv_grads.splitting_bias():
+            return compiled(*args)
+
+    return split_step
 
 
 def compile_once(step: Callable, device: torch.device, mode: str) -> Callable:
@@ -87,7 +105,7 @@ def build_step(
     if uses_vmap(config, device):
         hyper_dims = {k: 0 if isinstance(v, Tensor) else None for k, v in members_hyper.items()}
         step = torch.func.vmap(step, in_dims=(0, 0, 0, hyper_dims, 0, 0, 0), randomness="different")
-        return compile_step(step, device, config.compile_mode) if compiling else step
+        return compile_step(step, device, config.compile_mode, split_bias=False) if compiling else step
     # CUDA graphs would overwrite one member's outputs with the next one's: plain compile
     mode = "default" if config.compile_mode in (None, "reduce-overhead") else config.compile_mode
     return member_loop(compile_step(step, device, mode) if compiling else step)
