@@ -23,6 +23,10 @@ same functions. Measured on a 2-core AVX-512 CPU with `benchmarks/train_speed.py
   and its backward: 4.2-4.4 ms a step, the book's loop 10.5 (2026-12-05). A module of one's own
   gets them too (layers.PoolsAsSelects): with AVX2 kernels its compiled max_pool2d backward
   failed and it trained eagerly (MyNet with 16 channels: 1.56 s an epoch against 1.01).
+- on CPUs with AVX2 kernels, convolutions with a bias sum its gradient apart in a compiled step
+  (nets/conv_grads.py, splits_conv_bias): oneDNN's AVX2 backward took 1.1-1.3 ms for conv1's
+  weight and bias gradients and 0.41-0.52 for the weight alone; ATen sums the bias in 0.1 ms.
+  The bias gradient then rounds differently (float rounding).
 - inductor's C++ kernels in 256-bit vectors on AVX-512 CPUs (CPU_SIMD_BITS): with 512-bit
   ones torch 2.14.1 wrote past a buffer (glibc aborted: "malloc(): unaligned fastbin chunk
   detected"). Convolutions and matmuls (oneDNN, MKL) keep AVX-512; floats then sum in
