@@ -188,9 +188,9 @@ CPU_SIMD_BITS = 256
 def splits_conv_bias(device: torch.device) -> bool:
     """Do a compiled step's convolutions sum their bias gradients apart (nets/conv_grads.py)?
     On CPUs whose kernels are AVX2: there oneDNN's backward took 1.1-1.3 ms for conv1's weight
-    and bias gradients, 0.41-0.52 ms for the weight alone, and Net's step ran 1.29x as fast
-    with the split (median of 80 rounds taking turns). With AVX-512 kernels it ran 0.87x as
-    fast (0.45 against 0.32 ms: little to win), so there it stays off."""
+    and bias gradients, 0.41-0.52 ms for the weight alone, and Net's step ran 1.16-1.18x as
+    fast with the split (median of 80 rounds taking turns, two processes). With AVX-512 kernels
+    it ran 0.87x as fast (0.45 against 0.32 ms: little to win), so there it stays off."""
     return device.type == "cpu" and torch.backends.cpu.get_cpu_capability() == "AVX2"
 
 
