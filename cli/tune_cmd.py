@@ -91,7 +91,7 @@ def tune_command(
     (population-based training in one run: runs/pbt-net, its lineage in pbt.json, pbt.png)
     """
     with friendly_errors():
-        from ptm_func.runs import study_report, tune
+        from ptm_func.runs import study_report
 
         if show is not None:
             _print(study_report.show_study(show, storage), as_json)
@@ -108,20 +108,27 @@ def tune_command(
             _population(model, space, population, interval, quantile, resample, perturb, seed, out, resume,
                         data, classes, device, as_json, settings)  # fmt: skip
             return
-        report = tune.run_tune(
-            model, space=space, trials=trials, batch=batch,
-            sampler=sampler, pruner=pruner, min_epochs=min_epochs, seed=seed, storage=storage, study=study,
-            out=out, data=data, classes=parse_classes(classes), device=device, reporter=TrainingProgress(),
-            stop_on_signals=True, track=track, **settings,
-        )  # fmt: skip
-        _print(report, as_json)
-        if report.interrupted:
-            typer.echo(
-                f"ptm: interrupted; the trials in training were marked failed and will run again when "
-                f"you give the same command (study {report.study!r})",
-                err=True,
-            )
-            raise typer.Exit(128 + report.signal)
+        search = dict(trials=trials, batch=batch, sampler=sampler, pruner=pruner, min_epochs=min_epochs,
+                      seed=seed, storage=storage, study=study, out=out, track=track)  # fmt: skip
+        _study(model, space, search, data, classes, device, as_json, settings)
+
+
+def _study(model, space, search, data, classes, device, as_json, settings) -> None:
+    """An Optuna study (tune.run_tune): its best trials; Ctrl-C says how to continue it."""
+    from ptm_func.runs import tune
+
+    report = tune.run_tune(
+        model, space=space, **search, data=data, classes=parse_classes(classes), device=device,
+        reporter=TrainingProgress(), stop_on_signals=True, **settings,
+    )  # fmt: skip
+    _print(report, as_json)
+    if report.interrupted:
+        typer.echo(
+            f"ptm: interrupted; the trials in training were marked failed and will run again when "
+            f"you give the same command (study {report.study!r})",
+            err=True,
+        )
+        raise typer.Exit(128 + report.signal)
 
 
 def _population(model, space, population, interval, quantile, resample, perturb, seed, out, resume, data,
